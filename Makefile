@@ -1,0 +1,61 @@
+# `make run` and `make test` set everything up on a fresh machine, then run.
+# Set-up is cached by stamp files and redone when pyproject.toml or the npm lock changes.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+CONFIG ?= config/engine.yaml
+PYTEST_ARGS ?=
+
+.PHONY: help install run test lint format docs bench clean
+
+help:
+	@echo "make run    set up, then run the daemon on $(CONFIG) (Ctrl-C stops it)"
+	@echo "make test   set up, then lint and run the whole test suite"
+	@echo "make bench  set up (with the reference libraries), then run bench/"
+	@echo "make docs   regenerate docs/configuration.md from the config models"
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+		|| { echo "Python 3.11 or 3.12 is needed, found $$($(PYTHON) --version)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet --editable '.[dev]'
+	@touch $@
+
+$(VENV)/.installed-bench: $(VENV)/.installed
+	$(BIN)/pip install --quiet --editable '.[dev,bench]'
+	@touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+install: $(VENV)/.installed node_modules/.installed
+
+run: install
+	exec $(BIN)/trade-engine run --config $(CONFIG)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+docs: install
+	$(BIN)/trade-engine config docs --out docs/configuration.md
+
+bench: $(VENV)/.installed-bench node_modules/.installed
+	$(BIN)/python bench/bus.py
+
+clean:
+	rm -rf $(VENV) node_modules .pytest_cache .ruff_cache .hypothesis

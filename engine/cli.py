@@ -1,0 +1,101 @@
+"""The ``trade-engine`` command line.
+
+Exit codes: 0 success, 1 runtime failure, 2 bad usage or invalid config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from engine import __version__
+from engine.config import ConfigError, Secrets, load_engine_config
+from engine.logs import configure_logging
+
+DEFAULT_CONFIG = "config/engine.yaml"
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="trade-engine", description="Event-driven ML trading engine for DEXs."
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run the daemon until SIGTERM/SIGINT")
+    run.add_argument("--config", default=DEFAULT_CONFIG, help=f"default: {DEFAULT_CONFIG}")
+    run.set_defaults(handler=_cmd_run)
+
+    config = commands.add_parser("config", help="check config files, write their reference")
+    config_commands = config.add_subparsers(dest="config_command", required=True)
+    check = config_commands.add_parser("check", help="validate engine config files")
+    check.add_argument("paths", nargs="+", metavar="PATH")
+    check.set_defaults(handler=_cmd_config_check)
+    docs = config_commands.add_parser("docs", help="print docs/configuration.md")
+    docs.add_argument("--out", type=Path, help="write to this file instead of stdout")
+    docs.add_argument(
+        "--check", type=Path, metavar="PATH", help="exit 1 if PATH differs from the models"
+    )
+    docs.set_defaults(handler=_cmd_config_docs)
+    return parser
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    try:
+        config = load_engine_config(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_USAGE
+    secrets = Secrets.from_env()
+    configure_logging(config.log.level, config.log.format, secrets.values())
+    # Imported late: building the app pulls in aiohttp and every component module.
+    from engine.app import run_daemon
+
+    return asyncio.run(run_daemon(config, secrets))
+
+
+def _cmd_config_check(args: argparse.Namespace) -> int:
+    status = EXIT_OK
+    for path in args.paths:
+        try:
+            config = load_engine_config(path)
+        except ConfigError as exc:
+            print(exc, file=sys.stderr)
+            status = EXIT_USAGE
+            continue
+        names = ", ".join(c.name for c in config.enabled_components) or "none"
+        print(f"{path}: OK (components: {names})")
+    return status
+
+
+def _cmd_config_docs(args: argparse.Namespace) -> int:
+    from engine.config_docs import render_configuration_reference
+
+    text = render_configuration_reference()
+    if args.check is not None:
+        current = args.check.read_text(encoding="utf-8") if args.check.exists() else ""
+        if current != text:
+            print(
+                f"{args.check} is stale: run `trade-engine config docs --out {args.check}`",
+                file=sys.stderr,
+            )
+            return EXIT_FAILURE
+        print(f"{args.check}: up to date")
+        return EXIT_OK
+    if args.out is not None:
+        args.out.write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,228 @@
+"""The lifecycle every component follows, and starting/stopping a graph of them.
+
+States: READY → RUNNING → STOPPED, with DEGRADED (still running, impaired: e.g. a
+feed reconnecting) and FAULTED (failed, not doing its job) carrying a reason. Every
+transition is published as a :class:`~engine.events.ComponentStateChanged` event.
+:class:`ComponentGraph` starts components in dependency order and stops them in
+reverse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Iterator, Sequence
+from enum import StrEnum
+from typing import NamedTuple
+
+import structlog
+
+from engine.bus import EventBus
+from engine.clock import Clock
+from engine.events import ComponentStateChanged
+
+log = structlog.get_logger("engine.component")
+
+
+class ComponentState(StrEnum):
+    READY = "READY"
+    STARTING = "STARTING"
+    RUNNING = "RUNNING"
+    DEGRADED = "DEGRADED"
+    STOPPING = "STOPPING"
+    STOPPED = "STOPPED"
+    FAULTED = "FAULTED"
+
+
+S = ComponentState
+_ALLOWED: dict[ComponentState, frozenset[ComponentState]] = {
+    S.READY: frozenset({S.STARTING, S.STOPPED}),
+    S.STARTING: frozenset({S.RUNNING, S.FAULTED}),
+    S.RUNNING: frozenset({S.DEGRADED, S.FAULTED, S.STOPPING}),
+    S.DEGRADED: frozenset({S.RUNNING, S.FAULTED, S.STOPPING}),
+    S.FAULTED: frozenset({S.STOPPING}),
+    S.STOPPING: frozenset({S.STOPPED, S.FAULTED}),
+    S.STOPPED: frozenset(),
+}
+
+
+class InvalidStateTransitionError(RuntimeError):
+    """A component was asked to move to a state it cannot reach from where it is."""
+
+
+class ComponentHealth(NamedTuple):
+    name: str
+    state: ComponentState
+    reason: str
+    since_ns: int
+
+
+class Component:
+    """Base for everything the engine runs; subclasses override ``on_start``/``on_stop``."""
+
+    def __init__(
+        self, name: str, bus: EventBus, clock: Clock, depends_on: Sequence[str] = ()
+    ) -> None:
+        self.name = name
+        self.bus = bus
+        self.clock = clock
+        self.depends_on = tuple(depends_on)
+        self.log = log.bind(component=name)
+        self._state = ComponentState.READY
+        self._reason = ""
+        self._since_ns = clock.timestamp_ns()
+
+    @property
+    def state(self) -> ComponentState:
+        return self._state
+
+    def health(self) -> ComponentHealth:
+        return ComponentHealth(self.name, self._state, self._reason, self._since_ns)
+
+    async def on_start(self) -> None:
+        """Acquire resources and subscribe; raising here faults the component."""
+
+    async def on_stop(self) -> None:
+        """Release resources; must be safe after a failed or partial start."""
+
+    async def start(self) -> None:
+        self._transition(S.STARTING)
+        try:
+            await self.on_start()
+        except Exception as exc:
+            self._transition(S.FAULTED, f"start failed: {type(exc).__name__}: {exc}")
+            raise
+        self._transition(S.RUNNING)
+
+    async def stop(self) -> None:
+        if self._state in (S.STOPPED, S.STOPPING):
+            return
+        if self._state is S.READY:
+            self._transition(S.STOPPED)
+            return
+        self._transition(S.STOPPING)
+        try:
+            await self.on_stop()
+        except Exception as exc:
+            self._transition(S.FAULTED, f"stop failed: {type(exc).__name__}: {exc}")
+            raise
+        self._transition(S.STOPPED)
+
+    def degrade(self, reason: str) -> None:
+        """Mark the component impaired but still working (e.g. reconnecting)."""
+        if self._state is S.DEGRADED and reason == self._reason:
+            return
+        self._transition(S.DEGRADED, reason)
+
+    def recover(self) -> None:
+        if self._state is S.DEGRADED:
+            self._transition(S.RUNNING)
+
+    def fault(self, reason: str) -> None:
+        """Mark the component failed; it stays FAULTED until stopped."""
+        if self._state is not S.FAULTED:
+            self._transition(S.FAULTED, reason)
+
+    def _transition(self, new: ComponentState, reason: str = "") -> None:
+        old = self._state
+        if new not in _ALLOWED[old]:
+            raise InvalidStateTransitionError(f"component {self.name!r}: cannot go {old} → {new}")
+        now = self.clock.timestamp_ns()
+        self._state, self._reason, self._since_ns = new, reason, now
+        level = "warning" if new in (S.DEGRADED, S.FAULTED) else "info"
+        getattr(self.log, level)(
+            "component.state", previous=str(old), state=str(new), reason=reason
+        )
+        self.bus.publish_nowait(
+            ComponentStateChanged(
+                ts_event=now,
+                ts_init=now,
+                component=self.name,
+                previous=str(old),
+                state=str(new),
+                reason=reason,
+            )
+        )
+
+
+class DependencyError(ValueError):
+    """The component graph names a missing dependency or has a cycle."""
+
+
+def start_order(components: Iterable[Component]) -> list[Component]:
+    """Components sorted so each comes after what it depends on (stable otherwise)."""
+    by_name: dict[str, Component] = {}
+    for comp in components:
+        if comp.name in by_name:
+            raise DependencyError(f"two components are named {comp.name!r}")
+        by_name[comp.name] = comp
+    for comp in by_name.values():
+        for dep in comp.depends_on:
+            if dep not in by_name:
+                raise DependencyError(f"component {comp.name!r} depends on unknown {dep!r}")
+
+    ordered: list[Component] = []
+    visiting: list[str] = []
+    done: set[str] = set()
+
+    def visit(comp: Component) -> None:
+        if comp.name in done:
+            return
+        if comp.name in visiting:
+            cycle = [*visiting[visiting.index(comp.name) :], comp.name]
+            raise DependencyError("dependency cycle: " + " → ".join(cycle))
+        visiting.append(comp.name)
+        for dep in comp.depends_on:
+            visit(by_name[dep])
+        visiting.pop()
+        done.add(comp.name)
+        ordered.append(comp)
+
+    for comp in by_name.values():
+        visit(comp)
+    return ordered
+
+
+class ComponentGraph:
+    """Starts components in dependency order and stops them in reverse."""
+
+    def __init__(self, components: Iterable[Component]) -> None:
+        self.components = start_order(components)
+        self._started: list[Component] = []
+
+    def __iter__(self) -> Iterator[Component]:
+        return iter(self.components)
+
+    def get(self, name: str) -> Component:
+        for comp in self.components:
+            if comp.name == name:
+                return comp
+        raise KeyError(name)
+
+    async def start(self) -> None:
+        """Start all; if one fails, stop it and those already started, and re-raise."""
+        for comp in self.components:
+            self._started.append(comp)
+            try:
+                await comp.start()
+            except BaseException:
+                log.error("graph.start_failed", component=comp.name)
+                await self.stop()
+                raise
+
+    async def stop(self, timeout_per_component: float = 2.0) -> None:
+        """Stop started components in reverse order; errors are logged, never raised."""
+        while self._started:
+            comp = self._started.pop()
+            try:
+                await asyncio.wait_for(comp.stop(), timeout_per_component)
+            except TimeoutError:
+                log.error("graph.stop_timeout", component=comp.name, timeout=timeout_per_component)
+                comp.fault(f"did not stop within {timeout_per_component}s")
+            except Exception as exc:
+                log.error("graph.stop_failed", component=comp.name, error=str(exc))
+
+    def all_running(self) -> bool:
+        return all(c.state is ComponentState.RUNNING for c in self.components)
+
+    def health(self) -> list[ComponentHealth]:
+        return [c.health() for c in self.components]

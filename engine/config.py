@@ -1,0 +1,319 @@
+"""Typed engine configuration: models, YAML loading, validation and secrets.
+
+Every model forbids unknown fields and is frozen. A bad file fails with one line per
+problem naming the file and the field path, e.g.
+``config/engine.yaml: api.port: must be <= 65535, got 70000``. Secrets never come from
+YAML: they are read from the environment (see :class:`Secrets`) so they cannot end up
+in a committed file, a log line or an error message.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+from engine.bus import Backpressure
+from engine.component import DependencyError, start_order
+
+
+class StrictModel(BaseModel):
+    """Base for every config model: unknown fields are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LogConfig(StrictModel):
+    level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Lowest level written."
+    )
+    format: Literal["auto", "json", "console"] = Field(
+        "auto", description="`auto`: human console output on a TTY, JSON lines otherwise."
+    )
+
+
+class ApiConfig(StrictModel):
+    enabled: bool = Field(True, description="Serve /health, /ready and /metrics over HTTP.")
+    host: str = Field("127.0.0.1", min_length=1, description="Address to bind.")
+    port: int = Field(
+        8080, ge=0, le=65535, description="TCP port; 0 picks a free one (logged at start)."
+    )
+
+
+class BusConfig(StrictModel):
+    queue_capacity: int = Field(
+        1024, gt=0, description="Events queued per async subscriber before backpressure."
+    )
+    backpressure: Backpressure = Field(
+        Backpressure.BLOCK,
+        description="Default policy when a queue is full: `block` the source or `drop_oldest`.",
+    )
+    latency_sample_every: int = Field(
+        8,
+        ge=0,
+        description="Time one handler call in N for trade_engine_bus_handler_duration_seconds; "
+        "1 times every call, 0 none.",
+    )
+
+
+COMPONENT_NAME = r"^[a-z][a-z0-9_-]{0,62}$"
+
+
+class ComponentConfig(StrictModel):
+    name: str = Field(
+        pattern=COMPONENT_NAME, description="Unique name, used in logs and metric labels."
+    )
+    type: str = Field(
+        min_length=1,
+        description="A built-in component type (see below) or `package.module:Class`.",
+    )
+    enabled: bool = Field(True, description="Set false to keep the entry but not run it.")
+    depends_on: tuple[str, ...] = Field(
+        (), description="Names of components that must start before this one."
+    )
+    config: dict[str, Any] = Field(
+        default_factory=dict, description="Settings of the component type (see below)."
+    )
+
+
+class EngineConfig(StrictModel):
+    name: str = Field("trade-engine", min_length=1, description="Instance name, in logs.")
+    clock: Literal["live", "simulated"] = Field(
+        "live", description="`simulated` runs replays as fast as the CPU allows."
+    )
+    shutdown_timeout_seconds: float = Field(
+        4.0, gt=0, le=60, description="Budget for stopping components and draining the bus."
+    )
+    log: LogConfig = Field(default_factory=LogConfig, description="Logging to stdout.")
+    api: ApiConfig = Field(default_factory=ApiConfig, description="The HTTP server.")
+    bus: BusConfig = Field(default_factory=BusConfig, description="The internal event bus.")
+    components: tuple[ComponentConfig, ...] = Field(
+        (), description="What the daemon runs, started in dependency order."
+    )
+
+    @model_validator(mode="after")
+    def _check_component_graph(self) -> EngineConfig:
+        try:
+            start_order(c for c in self.components if c.enabled)
+        except DependencyError as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
+    @property
+    def enabled_components(self) -> tuple[ComponentConfig, ...]:
+        return tuple(c for c in self.components if c.enabled)
+
+
+# -- secrets ---------------------------------------------------------------------------
+
+
+class Secrets(BaseModel):
+    """Secret values, read only from the environment; ``repr`` never shows them."""
+
+    model_config = ConfigDict(frozen=True)
+
+    ENV_VARS: ClassVar[dict[str, str]] = {
+        "private_key": "ENGINE_PRIVATE_KEY",
+        "keystore_password": "ENGINE_KEYSTORE_PASSWORD",
+        "admin_token": "ENGINE_ADMIN_TOKEN",
+    }
+
+    private_key: SecretStr | None = None
+    keystore_password: SecretStr | None = None
+    admin_token: SecretStr | None = None
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Secrets:
+        env = os.environ if environ is None else environ
+        values = {field: env.get(var) or None for field, var in cls.ENV_VARS.items()}
+        return cls(**values)
+
+    def values(self) -> list[str]:
+        """The secret strings themselves, for log redaction."""
+        return [
+            s.get_secret_value()
+            for s in (self.private_key, self.keystore_password, self.admin_token)
+            if s is not None
+        ]
+
+
+_SECRET_KEY = re.compile(r"(private|secret|passw|token|mnemonic|seed_phrase|api_key)", re.I)
+
+
+# -- loading and errors ----------------------------------------------------------------
+
+
+class ConfigError(ValueError):
+    """A config file could not be read or is invalid; ``problems`` has one line each."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__("\n".join(f"{source}: {p}" for p in problems))
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys instead of keeping the last one."""
+
+
+def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+        seen.add(key)
+    return loader.construct_mapping(node)
+
+
+_UniqueKeyLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+    _construct_mapping,  # type: ignore[arg-type]
+)
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Parse a YAML mapping, with errors that name the file, line and column."""
+    source = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(source, [f"cannot read: {exc.strerror or exc}"]) from None
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(source, [f"{where}invalid YAML: {problem}"]) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(source, [f"top level must be a mapping, got {type(data).__name__}"])
+    return data
+
+
+def format_location(loc: tuple[int | str, ...]) -> str:
+    """``("components", 0, "config", "x")`` → ``components[0].config.x``."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def _show(value: Any) -> str:
+    text = repr(value) if isinstance(value, str) else str(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+# pydantic error type → (symbol shown, key of the bound in the error's ctx)
+_BOUNDS = {
+    "greater_than": (">", "gt"),
+    "greater_than_equal": (">=", "ge"),
+    "less_than": ("<", "lt"),
+    "less_than_equal": ("<=", "le"),
+}
+
+
+def describe_error(
+    error: Any, model: type[BaseModel] | None = None, prefix: tuple[int | str, ...] = ()
+) -> str:
+    """One human line for one pydantic error, never echoing a secret-looking value.
+
+    ``prefix`` is where ``model`` sits in the file (e.g. ``components[0].config``).
+    """
+    loc = tuple(error["loc"])
+    path = format_location((*prefix, *loc))
+    kind = error["type"]
+    value = error.get("input")
+    ctx = error.get("ctx") or {}
+    field = str(loc[-1]) if loc else ""
+    if kind == "extra_forbidden":
+        if _SECRET_KEY.search(field):
+            env = ", ".join(Secrets.ENV_VARS.values())
+            return (
+                f"{path}: secrets are not accepted in config files; "
+                f"set them in the environment ({env})"
+            )
+        hint = _closest_field(model, loc)
+        return f"{path}: unknown field{hint}"
+    if kind == "missing":
+        return f"{path}: required field is missing"
+    if _SECRET_KEY.search(field):
+        return f"{path}: {error['msg'].lower()}"
+    if kind in _BOUNDS:
+        symbol, key = _BOUNDS[kind]
+        bound = ctx[key]
+        if isinstance(bound, float) and bound.is_integer():
+            bound = int(bound)  # "must be > 0", not "> 0.0"
+        return f"{path}: must be {symbol} {bound}, got {_show(value)}"
+    message = error["msg"]
+    message = message[0].lower() + message[1:] if message else message
+    if kind.startswith("value_error") or kind == "assertion_error":
+        message = message.removeprefix("value error, ")
+        return f"{path}: {message}"
+    return f"{path}: {message}, got {_show(value)}"
+
+
+def _closest_field(model: type[BaseModel] | None, loc: tuple[int | str, ...]) -> str:
+    """ " (did you mean 'x'?)" for a misspelt key, found by walking ``loc`` in ``model``."""
+    current: Any = model
+    for part in loc[:-1]:
+        if isinstance(part, int) or current is None:
+            continue
+        field = getattr(current, "model_fields", {}).get(part)
+        if field is None:
+            return ""
+        current = _model_of(field.annotation)
+    fields = list(getattr(current, "model_fields", {}))
+    match = difflib.get_close_matches(str(loc[-1]), fields, n=1)
+    return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _model_of(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def validation_problems(
+    exc: ValidationError, model: type[BaseModel], prefix: tuple[int | str, ...] = ()
+) -> list[str]:
+    return [describe_error(err, model, prefix) for err in exc.errors()]
+
+
+def parse_engine_config(data: dict[str, Any], source: str = "<config>") -> EngineConfig:
+    """Validate a mapping as an :class:`EngineConfig`, including each component's settings."""
+    try:
+        config = EngineConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(source, validation_problems(exc, EngineConfig)) from None
+    # Imported here: the registry imports component modules, which import this one.
+    from engine.registry import validate_component_settings
+
+    problems: list[str] = []
+    for index, component in enumerate(config.components):
+        problems += validate_component_settings(component, ("components", index))
+    if problems:
+        raise ConfigError(source, problems)
+    return config
+
+
+def load_engine_config(path: str | Path) -> EngineConfig:
+    """Read, parse and fully validate an engine config file."""
+    path = Path(path)
+    return parse_engine_config(read_yaml(path), str(path))

@@ -1,0 +1,183 @@
+"""Every event type the engine publishes, in one place.
+
+Events are immutable msgspec structs: slotted, cheap to create, and serialisable to
+JSON or MessagePack with a type tag, so the journal can store any of them and read
+them back as the right class. Timestamps are integer nanoseconds since the Unix epoch
+(UTC): ``ts_event`` is when the thing happened, ``ts_init`` when the engine created
+the object. ``correlation_id`` follows one bar from market data to fill. ``seq`` is
+stamped by the bus when the event is published (0 until then).
+
+On-chain amounts are integers in the token's base units.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+Side = Literal["BUY", "SELL"]
+Confidence = Literal["high", "medium", "low"]
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    """Base of every event; subscribing to ``Event`` receives everything."""
+
+    ts_event: int
+    ts_init: int
+    correlation_id: str = ""
+    seq: int = 0
+
+
+class Heartbeat(Event, frozen=True, kw_only=True, tag=True):
+    """Published on a timer to show the loop and the bus are alive."""
+
+    count: int
+
+
+class Bar(Event, frozen=True, kw_only=True, tag=True):
+    """One closed OHLCV candle; ``ts_event`` is the candle's close time."""
+
+    symbol: str
+    timeframe: str
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+
+
+class Features(Event, frozen=True, kw_only=True, tag=True):
+    """Indicator values computed from the bars up to and including one bar."""
+
+    symbol: str
+    timeframe: str
+    feature_set: str
+    values: dict[str, float]
+
+
+class Signal(Event, frozen=True, kw_only=True, tag=True):
+    """A strategy's view of the next bar: 1 = up, with the probability of up."""
+
+    strategy_id: str
+    symbol: str
+    prediction: int
+    probability_up: float
+    confidence: Confidence
+    model_version: str = ""
+
+
+class OrderRequest(Event, frozen=True, kw_only=True, tag=True):
+    """An order the risk manager approved; ``amount_in`` in base units of the input token."""
+
+    order_id: str
+    strategy_id: str
+    symbol: str
+    side: Side
+    amount_in: int
+    min_amount_out: int
+
+
+class RiskRejected(Event, frozen=True, kw_only=True, tag=True):
+    """A signal or order the risk manager refused, with a stable reason code."""
+
+    strategy_id: str
+    symbol: str
+    reason: str
+    detail: str = ""
+    order_id: str = ""
+
+
+class OrderSubmitted(Event, frozen=True, kw_only=True, tag=True):
+    """The executor handed the order to the venue (for a DEX: a signed, sent transaction)."""
+
+    order_id: str
+    venue_order_id: str
+    nonce: int | None = None
+
+
+class OrderFilled(Event, frozen=True, kw_only=True, tag=True):
+    """The order executed; amounts in base units, ``price`` in quote per base."""
+
+    order_id: str
+    symbol: str
+    side: Side
+    amount_in: int
+    amount_out: int
+    price: float
+    fee_paid: int = 0
+    gas_used: int = 0
+    gas_cost_wei: int = 0
+    venue_order_id: str = ""
+
+
+class OrderFailed(Event, frozen=True, kw_only=True, tag=True):
+    """The order did not execute; ``reason`` is short and stable, ``detail`` free text."""
+
+    order_id: str
+    reason: str
+    detail: str = ""
+
+
+class PortfolioUpdate(Event, frozen=True, kw_only=True, tag=True):
+    """Balances (base units by token) and equity after a fill or a mark to market."""
+
+    balances: dict[str, int]
+    equity_quote: float
+    peak_equity_quote: float
+    drawdown: float
+
+
+class StrategyConfigChanged(Event, frozen=True, kw_only=True, tag=True):
+    """A validated strategy config was swapped in."""
+
+    strategy_id: str
+    version: str
+    config: dict[str, object]
+
+
+class ModelPromoted(Event, frozen=True, kw_only=True, tag=True):
+    """A model version became the one in service."""
+
+    model_name: str
+    version: str
+    metrics: dict[str, float] = {}
+
+
+class ComponentStateChanged(Event, frozen=True, kw_only=True, tag=True):
+    """A component moved through its lifecycle; ``reason`` explains DEGRADED/FAULTED."""
+
+    component: str
+    previous: str
+    state: str
+    reason: str = ""
+
+
+AnyEvent = (
+    Heartbeat
+    | Bar
+    | Features
+    | Signal
+    | OrderRequest
+    | RiskRejected
+    | OrderSubmitted
+    | OrderFilled
+    | OrderFailed
+    | PortfolioUpdate
+    | StrategyConfigChanged
+    | ModelPromoted
+    | ComponentStateChanged
+)
+
+_json_encoder = msgspec.json.Encoder()
+_json_decoder = msgspec.json.Decoder(AnyEvent)
+
+
+def to_json(event: Event) -> bytes:
+    """Serialise any event, with its type tag, to JSON bytes."""
+    return _json_encoder.encode(event)
+
+
+def from_json(data: bytes | str) -> Event:
+    """Read back an event written by :func:`to_json` as its own class."""
+    return _json_decoder.decode(data)

@@ -1,0 +1,52 @@
+"""A component that publishes a Heartbeat event on a clock timer.
+
+It shows, on the bus and in metrics, that the loop is turning; in this first
+version of the daemon it is also the only source of events.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from engine.clock import NANOS_PER_SECOND, TimerFired
+from engine.component import Component
+from engine.config import StrictModel
+from engine.events import Heartbeat
+from engine.registry import ComponentContext
+
+
+class HeartbeatConfig(StrictModel):
+    interval_seconds: float = Field(1.0, gt=0, le=3600, description="Time between beats.")
+
+
+class HeartbeatSource(Component):
+    """Publishes a `Heartbeat` event every `interval_seconds` of clock time."""
+
+    Config = HeartbeatConfig
+
+    def __init__(
+        self,
+        name: str,
+        settings: HeartbeatConfig,
+        context: ComponentContext,
+        depends_on: tuple[str, ...] = (),
+    ) -> None:
+        super().__init__(name, context.bus, context.clock, depends_on)
+        self.interval_ns = int(settings.interval_seconds * NANOS_PER_SECOND)
+        self.count = 0
+
+    async def on_start(self) -> None:
+        self.clock.set_timer(self._timer_name, self.interval_ns, self._beat)
+
+    async def on_stop(self) -> None:
+        self.clock.cancel_timer(self._timer_name)
+
+    @property
+    def _timer_name(self) -> str:
+        return f"{self.name}.beat"
+
+    def _beat(self, fired: TimerFired) -> None:
+        self.count += 1
+        self.bus.publish_nowait(
+            Heartbeat(ts_event=fired.scheduled_ns, ts_init=fired.fired_ns, count=self.count)
+        )

@@ -1,0 +1,121 @@
+"""The daemon as a user runs it: a real process, real signals, real HTTP."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from tests.processes import EngineProcess, free_port, write_config
+
+pytestmark = pytest.mark.integration
+
+
+def http_get(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode()
+
+
+@pytest.fixture
+def engine_config(tmp_path):
+    """The shipped default config with a free port, JSON logs and a fast heartbeat."""
+    return write_config(
+        tmp_path / "engine.yaml",
+        api={"port": free_port()},
+        log={"format": "json"},
+        components=[
+            {"name": "heartbeat", "type": "heartbeat", "config": {"interval_seconds": 0.05}}
+        ],
+    )
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
+def test_daemon_serves_health_ready_metrics_and_stops_cleanly(engine_config, stop_signal):
+    daemon = EngineProcess("run", "--config", str(engine_config))
+    try:
+        port = daemon.wait_for_log("api.listening")["port"]
+        daemon.wait_for_log("engine.running")
+
+        status, body = http_get(port, "/health")
+        assert status == 200
+        assert json.loads(body)["status"] == "alive"
+
+        status, body = http_get(port, "/ready")
+        assert status == 200
+        ready = json.loads(body)
+        assert ready["ready"] is True
+        assert {c["name"]: c["state"] for c in ready["components"]} == {
+            "heartbeat": "RUNNING",
+            "api": "RUNNING",
+        }
+
+        time.sleep(0.3)  # a few heartbeats
+        status, metrics = http_get(port, "/metrics")
+        assert status == 200
+        beats = [
+            line
+            for line in metrics.splitlines()
+            if line.startswith('trade_engine_bus_published_events_total{event_type="Heartbeat"}')
+        ]
+        assert beats
+        assert float(beats[0].split()[-1]) >= 3
+        for series in (
+            "trade_engine_bus_sequence",
+            'trade_engine_component_state{component="heartbeat",state="RUNNING"} 1.0',
+            "process_cpu_seconds_total",
+            "trade_engine_build_info",
+        ):
+            assert series in metrics
+
+        status, _ = http_get(port, "/nope")
+        assert status == 404
+
+        sent = time.monotonic()
+        daemon.send(stop_signal)
+        assert daemon.wait(timeout=5) == 0
+        assert time.monotonic() - sent < 5
+        stopped = daemon.wait_for_log("engine.stopped")
+        assert stopped["clean"] is True
+        states = [
+            (r["component"], r["state"])
+            for r in daemon.records()
+            if r["event"] == "component.state"
+        ]
+        # Reverse dependency order: the API stops before the heartbeat it depends on.
+        assert states.index(("api", "STOPPED")) < states.index(("heartbeat", "STOPPED"))
+    finally:
+        daemon.kill()
+
+
+def test_invalid_config_exits_2_with_the_field_path(tmp_path):
+    bad = write_config(tmp_path / "bad.yaml", api={"port": -5})
+    daemon = EngineProcess("run", "--config", str(bad))
+    try:
+        assert daemon.wait(timeout=30) == 2
+        assert f"{bad}: api.port: must be >= 0, got -5" in "".join(daemon.lines)
+    finally:
+        daemon.kill()
+
+
+def test_port_in_use_fails_start_with_a_clear_log_line(engine_config, tmp_path):
+    first = EngineProcess("run", "--config", str(engine_config))
+    try:
+        first.wait_for_log("engine.running")
+        second = EngineProcess("run", "--config", str(engine_config))
+        try:
+            assert second.wait(timeout=30) == 1
+            failure = second.wait_for_log("engine.start_failed")
+            assert "address already in use" in failure["error"].lower()
+        finally:
+            second.kill()
+    finally:
+        first.send(signal.SIGTERM)
+        first.wait(timeout=5)
+        first.kill()

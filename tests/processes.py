@@ -1,0 +1,105 @@
+"""Helpers for tests that run the engine as a real subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def write_config(path: Path, base: Path = ROOT / "config" / "engine.yaml", **changes: Any) -> Path:
+    """Copy an engine config, overriding top-level sections (merged one level deep)."""
+    data = yaml.safe_load(base.read_text()) or {}
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+class EngineProcess:
+    """`python -m engine ...` in its own process group, its JSON log lines collected."""
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "engine", *args],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
+        )
+        self.lines: list[str] = []
+        self._queue: queue.Queue[str] = queue.Queue()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line)
+            self._queue.put(line)
+
+    def wait_for_log(self, event: str, timeout: float = 30.0) -> dict[str, Any]:
+        """The first JSON log record whose ``event`` is ``event`` (waiting for it)."""
+        deadline = time.monotonic() + timeout
+        for line in list(self.lines):
+            record = _parse(line)
+            if record.get("event") == event:
+                return record
+        while time.monotonic() < deadline:
+            try:
+                line = self._queue.get(timeout=0.1)
+            except queue.Empty:
+                if self.proc.poll() is not None and self._queue.empty():
+                    break
+                continue
+            record = _parse(line)
+            if record.get("event") == event:
+                return record
+        raise AssertionError(f"no {event!r} log line; output so far:\n{''.join(self.lines)}")
+
+    def records(self) -> list[dict[str, Any]]:
+        return [r for r in map(_parse, self.lines) if r]
+
+    def send(self, signum: signal.Signals) -> None:
+        self.proc.send_signal(signum)
+
+    def wait(self, timeout: float) -> int:
+        code = self.proc.wait(timeout)
+        self._reader.join(timeout=2)
+        return code
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(5)
+
+
+def _parse(line: str) -> dict[str, Any]:
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return {}
+    return record if isinstance(record, dict) else {}

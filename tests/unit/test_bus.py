@@ -1,0 +1,359 @@
+"""The event bus's delivery promises: ordering, isolation, backpressure, drain."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+
+from engine.bus import Backpressure, BusClosedError, EventBus
+from engine.events import Bar, Event, Features, Heartbeat
+
+
+def beat(n: int) -> Heartbeat:
+    return Heartbeat(ts_event=n, ts_init=n, count=n)
+
+
+def bar(n: int) -> Bar:
+    return Bar(
+        ts_event=n,
+        ts_init=n,
+        symbol="BTC/USDT",
+        timeframe="1h",
+        open=1.0,
+        high=1.0,
+        low=1.0,
+        close=1.0,
+        volume=0.0,
+    )
+
+
+def features_for(b: Bar) -> Features:
+    return Features(
+        ts_event=b.ts_event,
+        ts_init=b.ts_init,
+        symbol=b.symbol,
+        timeframe=b.timeframe,
+        feature_set="seed",
+        values={},
+    )
+
+
+def test_publish_stamps_increasing_sequence_numbers():
+    bus = EventBus()
+    events = [beat(i) for i in range(5)]
+    seqs = [bus.publish_nowait(e) for e in events]
+    assert seqs == [1, 2, 3, 4, 5]
+    assert [e.seq for e in events] == seqs
+    assert bus.sequence == 5
+
+
+def test_subscriber_receives_its_type_and_wildcard_receives_everything():
+    bus = EventBus()
+    beats: list[Event] = []
+    everything: list[Event] = []
+    bus.subscribe(Heartbeat, beats.append)
+    bus.subscribe(Event, everything.append)
+    bus.publish_nowait(beat(1))
+    bus.publish_nowait(bar(2))
+    assert [type(e) for e in beats] == [Heartbeat]
+    assert [type(e) for e in everything] == [Heartbeat, Bar]
+
+
+def test_sync_subscribers_see_events_in_publish_order():
+    bus = EventBus()
+    seen: dict[str, list[int]] = {"a": [], "b": []}
+    bus.subscribe(Heartbeat, lambda e: seen["a"].append(e.count), name="a")
+    bus.subscribe(Heartbeat, lambda e: seen["b"].append(e.count), name="b")
+    for i in range(1000):
+        bus.publish_nowait(beat(i))
+    assert seen["a"] == list(range(1000))
+    assert seen["b"] == list(range(1000))
+
+
+def test_event_published_by_a_handler_reaches_everyone_after_the_current_event():
+    """A handler that publishes must not make later subscribers see events out of order."""
+    bus = EventBus()
+    bus.subscribe(Bar, lambda b: bus.publish_nowait(features_for(b)), name="features")
+    journal: list[int] = []
+    bus.subscribe(Event, lambda e: journal.append(e.seq), name="journal")
+    for i in range(100):
+        bus.publish_nowait(bar(i))
+    assert journal == list(range(1, 201))
+
+
+async def test_async_subscriber_sees_events_in_publish_order():
+    bus = EventBus()
+    seen: list[int] = []
+
+    async def slow_then_fast(event: Heartbeat) -> None:
+        await asyncio.sleep(random.random() / 10_000)
+        seen.append(event.seq)
+
+    bus.subscribe(Heartbeat, slow_then_fast)
+    for i in range(500):
+        await bus.publish(beat(i))
+    await bus.drain()
+    assert seen == list(range(1, 501))
+
+
+async def test_mixed_sync_and_async_subscribers_each_keep_order():
+    bus = EventBus()
+    sync_seen: list[int] = []
+    async_seen: list[int] = []
+
+    async def record(event: Event) -> None:
+        async_seen.append(event.seq)
+
+    bus.subscribe(Event, lambda e: sync_seen.append(e.seq))
+    bus.subscribe(Event, record)
+    bus.subscribe(Bar, lambda b: bus.publish_nowait(features_for(b)))
+    for i in range(200):
+        await bus.publish(bar(i))
+    await bus.drain()
+    assert sync_seen == list(range(1, 401))
+    assert async_seen == list(range(1, 401))
+
+
+def test_failing_sync_handler_does_not_stop_delivery_to_others():
+    bus = EventBus()
+    before: list[int] = []
+    after: list[int] = []
+    bus.subscribe(Heartbeat, lambda e: before.append(e.count), name="before")
+
+    def explode(event: Heartbeat) -> None:
+        if event.count % 2:
+            raise RuntimeError("boom")
+
+    sub = bus.subscribe(Heartbeat, explode, name="explode")
+    bus.subscribe(Heartbeat, lambda e: after.append(e.count), name="after")
+    for i in range(10):
+        bus.publish_nowait(beat(i))
+    assert before == after == list(range(10))
+    assert sub.errors == {"Heartbeat": 5}
+    assert sub.delivered == 10
+
+
+async def test_failing_async_handler_keeps_consuming_and_others_are_unaffected():
+    bus = EventBus()
+    handled: list[int] = []
+    other: list[int] = []
+
+    async def flaky(event: Heartbeat) -> None:
+        if event.count == 3:
+            raise ValueError("bad event")
+        handled.append(event.count)
+
+    async def steady(event: Heartbeat) -> None:
+        other.append(event.count)
+
+    sub = bus.subscribe(Heartbeat, flaky)
+    bus.subscribe(Heartbeat, steady)
+    for i in range(6):
+        await bus.publish(beat(i))
+    await bus.drain()
+    assert handled == [0, 1, 2, 4, 5]
+    assert other == list(range(6))
+    assert sub.errors == {"Heartbeat": 1}
+
+
+async def test_block_policy_holds_the_publisher_until_the_consumer_catches_up():
+    bus = EventBus()
+    release = asyncio.Event()
+    handled: list[int] = []
+
+    async def gated(event: Heartbeat) -> None:
+        await release.wait()
+        handled.append(event.count)
+
+    sub = bus.subscribe(Heartbeat, gated, capacity=3, backpressure=Backpressure.BLOCK)
+    published: list[int] = []
+
+    async def source() -> None:
+        for i in range(10):
+            await bus.publish(beat(i))
+            published.append(i)
+
+    task = asyncio.create_task(source())
+    await asyncio.sleep(0.05)
+    # The consumer holds one event, the queue is full: the source must be waiting.
+    assert not task.done()
+    assert len(published) <= 4
+    assert sub.depth <= 3
+    release.set()
+    await asyncio.wait_for(task, 2)
+    await bus.drain()
+    assert handled == list(range(10))
+    assert sub.dropped == 0
+
+
+async def test_publish_nowait_never_waits_even_when_a_block_queue_is_full():
+    bus = EventBus()
+    release = asyncio.Event()
+    handled: list[int] = []
+
+    async def gated(event: Heartbeat) -> None:
+        await release.wait()
+        handled.append(event.count)
+
+    sub = bus.subscribe(Heartbeat, gated, capacity=2, backpressure=Backpressure.BLOCK)
+    for i in range(5):
+        bus.publish_nowait(beat(i))
+    assert sub.depth == 5  # held, not lost: backpressure applies to awaiting sources
+    release.set()
+    await bus.drain()
+    assert handled == list(range(5))
+
+
+async def test_a_handler_republishing_into_a_full_block_queue_does_not_deadlock():
+    bus = EventBus()
+    seen: list[int] = []
+
+    async def echo(event: Heartbeat) -> None:
+        seen.append(event.count)
+        if event.count < 50:
+            await bus.publish(beat(event.count + 100))
+
+    bus.subscribe(Heartbeat, echo, capacity=1, backpressure=Backpressure.BLOCK)
+    for i in range(50):
+        await bus.publish(beat(i))
+    await asyncio.wait_for(bus.drain(), 2)
+    assert sorted(seen) == sorted([*range(50), *range(100, 150)])
+
+
+async def test_drop_oldest_discards_the_oldest_and_counts_them():
+    bus = EventBus()
+    release = asyncio.Event()
+    handled: list[int] = []
+
+    async def gated(event: Heartbeat) -> None:
+        await release.wait()
+        handled.append(event.count)
+
+    sub = bus.subscribe(Heartbeat, gated, capacity=4, backpressure=Backpressure.DROP_OLDEST)
+    await bus.publish(beat(0))
+    await asyncio.sleep(0)  # the consumer takes event 0 and waits on the gate
+    for i in range(1, 21):
+        await asyncio.wait_for(bus.publish(beat(i)), 0.5)  # never blocks
+    assert sub.depth == 4
+    assert sub.dropped == 16
+    release.set()
+    await bus.drain()
+    assert handled == [0, 17, 18, 19, 20]
+
+
+async def test_drain_delivers_everything_queued_including_events_caused_by_handlers():
+    bus = EventBus()
+    rng = random.Random(7)
+    received: dict[str, list[int]] = {"features": [], "journal": []}
+
+    async def feature_engine(event: Bar) -> None:
+        await asyncio.sleep(rng.random() / 5000)
+        await bus.publish(features_for(event))
+
+    async def features_sink(event: Features) -> None:
+        await asyncio.sleep(rng.random() / 5000)
+        received["features"].append(event.ts_event)
+
+    async def journal(event: Event) -> None:
+        received["journal"].append(event.seq)
+
+    bus.subscribe(Bar, feature_engine, capacity=8)
+    bus.subscribe(Features, features_sink, capacity=8, backpressure=Backpressure.DROP_OLDEST)
+    bus.subscribe(Event, journal, capacity=10_000)
+    for i in range(300):
+        bus.publish_nowait(bar(i))
+    await bus.drain()
+    assert bus.sequence == 600
+    assert sorted(received["journal"]) == list(range(1, 601))
+    dropped = bus.subscriptions[1].dropped
+    assert len(received["features"]) + dropped == 300
+    assert all(s.depth == 0 for s in bus.subscriptions)
+
+
+async def test_close_drains_then_rejects_publishing():
+    bus = EventBus()
+    handled: list[int] = []
+
+    async def record(event: Heartbeat) -> None:
+        handled.append(event.count)
+
+    bus.subscribe(Heartbeat, record)
+    for i in range(100):
+        bus.publish_nowait(beat(i))
+    await bus.close()
+    assert handled == list(range(100))
+    with pytest.raises(BusClosedError):
+        bus.publish_nowait(beat(101))
+
+
+async def test_unsubscribed_async_handler_finishes_what_was_queued():
+    bus = EventBus()
+    handled: list[int] = []
+
+    async def record(event: Heartbeat) -> None:
+        handled.append(event.count)
+
+    sub = bus.subscribe(Heartbeat, record)
+    for i in range(5):
+        bus.publish_nowait(beat(i))
+    bus.unsubscribe(sub)
+    bus.publish_nowait(beat(99))
+    await bus.drain()
+    assert handled == [0, 1, 2, 3, 4]
+
+
+def test_subscriptions_registered_before_the_loop_runs_are_consumed_once_started():
+    bus = EventBus()
+    handled: list[int] = []
+
+    async def record(event: Heartbeat) -> None:
+        handled.append(event.count)
+
+    bus.subscribe(Heartbeat, record)
+    bus.publish_nowait(beat(1))
+
+    async def main() -> None:
+        bus.start()
+        await bus.drain()
+
+    asyncio.run(main())
+    assert handled == [1]
+
+
+def test_subscriber_names_are_unique_for_metric_labels():
+    bus = EventBus()
+    a = bus.subscribe(Heartbeat, print, name="journal")
+    b = bus.subscribe(Heartbeat, print, name="journal")
+    assert (a.name, b.name) == ("journal", "journal#2")
+
+
+def test_handler_latency_is_sampled_one_event_in_n():
+    bus = EventBus(latency_sample_every=4)
+    sub = bus.subscribe(Heartbeat, lambda e: None)
+    for i in range(40):
+        bus.publish_nowait(beat(i))
+    assert sub.delivered == 40
+    assert sub.latency.count == 10
+    assert sub.latency.cumulative()[-1] == 10
+
+
+async def test_async_handler_latency_is_recorded():
+    bus = EventBus(latency_sample_every=1)
+
+    async def slow(event: Heartbeat) -> None:
+        await asyncio.sleep(0.002)
+
+    sub = bus.subscribe(Heartbeat, slow)
+    for i in range(3):
+        bus.publish_nowait(beat(i))
+    await bus.drain()
+    assert sub.latency.count == 3
+    assert sub.latency.sum_ns >= 3 * 2_000_000
+
+
+def test_subscribing_to_a_non_event_type_is_refused():
+    bus = EventBus()
+    with pytest.raises(TypeError, match="Event subclass"):
+        bus.subscribe(int, print)  # type: ignore[arg-type]

@@ -1,0 +1,133 @@
+"""Component lifecycle and the dependency-ordered start/stop of a graph."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.bus import EventBus
+from engine.clock import SimulatedClock
+from engine.component import (
+    Component,
+    ComponentGraph,
+    ComponentState,
+    DependencyError,
+    InvalidStateTransitionError,
+    start_order,
+)
+from engine.events import ComponentStateChanged
+
+
+class Recorder(Component):
+    def __init__(self, name, bus, log, depends_on=(), fail_start=False, fail_stop=False):
+        super().__init__(name, bus, SimulatedClock(), depends_on)
+        self.calls = log
+        self.fail_start = fail_start
+        self.fail_stop = fail_stop
+
+    async def on_start(self) -> None:
+        self.calls.append(f"start:{self.name}")
+        if self.fail_start:
+            raise RuntimeError("cannot connect")
+
+    async def on_stop(self) -> None:
+        self.calls.append(f"stop:{self.name}")
+        if self.fail_stop:
+            raise RuntimeError("stuck")
+
+
+async def test_lifecycle_publishes_every_transition():
+    bus = EventBus()
+    changes: list[tuple[str, str]] = []
+    bus.subscribe(ComponentStateChanged, lambda e: changes.append((e.previous, e.state)))
+    comp = Recorder("feed", bus, [])
+    assert comp.state is ComponentState.READY
+    await comp.start()
+    comp.degrade("reconnecting")
+    assert comp.health().reason == "reconnecting"
+    comp.recover()
+    await comp.stop()
+    assert changes == [
+        ("READY", "STARTING"),
+        ("STARTING", "RUNNING"),
+        ("RUNNING", "DEGRADED"),
+        ("DEGRADED", "RUNNING"),
+        ("RUNNING", "STOPPING"),
+        ("STOPPING", "STOPPED"),
+    ]
+
+
+async def test_failed_start_faults_the_component_with_the_reason():
+    comp = Recorder("feed", EventBus(), [], fail_start=True)
+    with pytest.raises(RuntimeError, match="cannot connect"):
+        await comp.start()
+    assert comp.state is ComponentState.FAULTED
+    assert "cannot connect" in comp.health().reason
+    await comp.stop()
+    assert comp.state is ComponentState.STOPPED
+
+
+async def test_a_stopped_component_cannot_be_restarted():
+    comp = Recorder("feed", EventBus(), [])
+    await comp.start()
+    await comp.stop()
+    with pytest.raises(InvalidStateTransitionError, match="STOPPED → STARTING"):
+        await comp.start()
+
+
+async def test_graph_starts_in_dependency_order_and_stops_in_reverse():
+    bus, calls = EventBus(), []
+    api = Recorder("api", bus, calls, depends_on=("strategy",))
+    strategy = Recorder("strategy", bus, calls, depends_on=("features",))
+    features = Recorder("features", bus, calls, depends_on=("feed",))
+    feed = Recorder("feed", bus, calls)
+    graph = ComponentGraph([api, strategy, features, feed])
+    await graph.start()
+    assert graph.all_running()
+    await graph.stop()
+    assert calls == [
+        "start:feed",
+        "start:features",
+        "start:strategy",
+        "start:api",
+        "stop:api",
+        "stop:strategy",
+        "stop:features",
+        "stop:feed",
+    ]
+
+
+async def test_graph_start_failure_stops_what_was_started_and_the_failed_one():
+    bus, calls = EventBus(), []
+    graph = ComponentGraph(
+        [
+            Recorder("a", bus, calls),
+            Recorder("b", bus, calls, depends_on=("a",), fail_start=True),
+            Recorder("c", bus, calls, depends_on=("b",)),
+        ]
+    )
+    with pytest.raises(RuntimeError):
+        await graph.start()
+    assert calls == ["start:a", "start:b", "stop:b", "stop:a"]
+    assert graph.get("c").state is ComponentState.READY
+
+
+async def test_graph_stop_goes_on_when_one_component_fails_to_stop():
+    bus, calls = EventBus(), []
+    graph = ComponentGraph(
+        [Recorder("a", bus, calls), Recorder("b", bus, calls, depends_on=("a",), fail_stop=True)]
+    )
+    await graph.start()
+    await graph.stop()
+    assert calls[-2:] == ["stop:b", "stop:a"]
+    assert graph.get("b").state is ComponentState.FAULTED
+    assert graph.get("a").state is ComponentState.STOPPED
+
+
+def test_dependency_cycles_and_unknown_dependencies_are_named():
+    bus = EventBus()
+    with pytest.raises(DependencyError, match="a → b → a"):
+        start_order([Recorder("a", bus, [], ("b",)), Recorder("b", bus, [], ("a",))])
+    with pytest.raises(DependencyError, match="'a' depends on unknown 'ghost'"):
+        start_order([Recorder("a", bus, [], ("ghost",))])
+    with pytest.raises(DependencyError, match="two components are named 'a'"):
+        start_order([Recorder("a", bus, []), Recorder("a", bus, [])])
