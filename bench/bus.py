@@ -138,7 +138,7 @@ def main() -> None:
         ("ours, sync, latency timed 1 in 8 (default)", lambda n: ours_sync(events, n, 8)),
         ("ours, sync, latency timed on every call", lambda n: ours_sync(events, n, 1)),
         ("ours, sync, latency timing off", lambda n: ours_sync(events, n, 0)),
-        ("ours, async handlers (queue + consumer task each)", lambda n: ours_async(events, n)),
+        ("ours, async handlers (inbox + consumer task each)", lambda n: ours_async(events, n)),
         ("dict of callbacks (baseline, no features)", lambda n: dict_of_callbacks(events, n)),
     ]
     if nautilus_version:

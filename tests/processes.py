@@ -41,8 +41,11 @@ class EngineProcess:
     """`python -m engine ...` in its own process group, its JSON log lines collected."""
 
     def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+        self._spawn([sys.executable, "-m", "engine", *args], env)
+
+    def _spawn(self, argv: list[str], env: dict[str, str] | None = None) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "engine", *args],
+            argv,
             cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -103,3 +106,13 @@ def _parse(line: str) -> dict[str, Any]:
     except ValueError:
         return {}
     return record if isinstance(record, dict) else {}
+
+
+class MakeRunProcess(EngineProcess):
+    """`make run CONFIG=...`, signalled as a terminal would: the whole process group."""
+
+    def __init__(self, config: Path) -> None:
+        self._spawn(["make", "--no-print-directory", "run", f"CONFIG={config}"])
+
+    def send(self, signum: signal.Signals) -> None:
+        os.killpg(self.proc.pid, signum)

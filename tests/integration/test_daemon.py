@@ -10,7 +10,7 @@ import urllib.request
 
 import pytest
 
-from tests.processes import EngineProcess, free_port, write_config
+from tests.processes import ROOT, EngineProcess, MakeRunProcess, free_port, write_config
 
 pytestmark = pytest.mark.integration
 
@@ -119,3 +119,20 @@ def test_port_in_use_fails_start_with_a_clear_log_line(engine_config, tmp_path):
         first.send(signal.SIGTERM)
         first.wait(timeout=5)
         first.kill()
+
+
+@pytest.mark.skipif(
+    not (ROOT / ".venv" / ".installed").exists(), reason="needs the project's own .venv (make)"
+)
+def test_make_run_serves_health_and_stops_on_ctrl_c(engine_config):
+    """`make run` as a user types it; Ctrl-C reaches make and the daemon, as in a terminal."""
+    daemon = MakeRunProcess(engine_config)
+    try:
+        port = daemon.wait_for_log("api.listening", timeout=120)["port"]
+        status, _ = http_get(port, "/health")
+        assert status == 200
+        daemon.send(signal.SIGINT)
+        daemon.wait(timeout=5)
+        assert daemon.wait_for_log("engine.stopped")["clean"] is True
+    finally:
+        daemon.kill()
