@@ -57,9 +57,8 @@ class Engine:
         self.graph = ComponentGraph(components)
 
     def health(self) -> list[ComponentHealth]:
-        # Called by metrics/API; the graph may not exist yet while __init__ runs.
-        graph = getattr(self, "graph", None)
-        return graph.health() if graph is not None else []
+        """Every component's state; read by /ready and the metrics at request time."""
+        return self.graph.health()
 
     async def start(self) -> None:
         self.bus.start()
