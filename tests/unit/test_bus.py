@@ -40,6 +40,18 @@ def features_for(b: Bar) -> Features:
     )
 
 
+class GatedRecorder:
+    """An async handler that holds every event until ``release`` is set."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.handled: list[int] = []
+
+    async def handle(self, event: Heartbeat) -> None:
+        await self.release.wait()
+        self.handled.append(event.count)
+
+
 def test_publish_stamps_increasing_sequence_numbers():
     bus = EventBus()
     events = [beat(i) for i in range(5)]
@@ -160,14 +172,8 @@ async def test_failing_async_handler_keeps_consuming_and_others_are_unaffected()
 
 async def test_block_policy_holds_the_publisher_until_the_consumer_catches_up():
     bus = EventBus()
-    release = asyncio.Event()
-    handled: list[int] = []
-
-    async def gated(event: Heartbeat) -> None:
-        await release.wait()
-        handled.append(event.count)
-
-    sub = bus.subscribe(Heartbeat, gated, capacity=3, backpressure=Backpressure.BLOCK)
+    gate = GatedRecorder()
+    sub = bus.subscribe(Heartbeat, gate.handle, capacity=3, backpressure=Backpressure.BLOCK)
     published: list[int] = []
 
     async def source() -> None:
@@ -181,29 +187,23 @@ async def test_block_policy_holds_the_publisher_until_the_consumer_catches_up():
     assert not task.done()
     assert len(published) <= 4
     assert sub.depth <= 3
-    release.set()
+    gate.release.set()
     await asyncio.wait_for(task, 2)
     await bus.drain()
-    assert handled == list(range(10))
+    assert gate.handled == list(range(10))
     assert sub.dropped == 0
 
 
 async def test_publish_nowait_never_waits_even_when_a_block_queue_is_full():
     bus = EventBus()
-    release = asyncio.Event()
-    handled: list[int] = []
-
-    async def gated(event: Heartbeat) -> None:
-        await release.wait()
-        handled.append(event.count)
-
-    sub = bus.subscribe(Heartbeat, gated, capacity=2, backpressure=Backpressure.BLOCK)
+    gate = GatedRecorder()
+    sub = bus.subscribe(Heartbeat, gate.handle, capacity=2, backpressure=Backpressure.BLOCK)
     for i in range(5):
         bus.publish_nowait(beat(i))
     assert sub.depth == 5  # held, not lost: backpressure applies to awaiting sources
-    release.set()
+    gate.release.set()
     await bus.drain()
-    assert handled == list(range(5))
+    assert gate.handled == list(range(5))
 
 
 async def test_a_handler_republishing_into_a_full_block_queue_does_not_deadlock():
@@ -224,23 +224,17 @@ async def test_a_handler_republishing_into_a_full_block_queue_does_not_deadlock(
 
 async def test_drop_oldest_discards_the_oldest_and_counts_them():
     bus = EventBus()
-    release = asyncio.Event()
-    handled: list[int] = []
-
-    async def gated(event: Heartbeat) -> None:
-        await release.wait()
-        handled.append(event.count)
-
-    sub = bus.subscribe(Heartbeat, gated, capacity=4, backpressure=Backpressure.DROP_OLDEST)
+    gate = GatedRecorder()
+    sub = bus.subscribe(Heartbeat, gate.handle, capacity=4, backpressure=Backpressure.DROP_OLDEST)
     await bus.publish(beat(0))
     await asyncio.sleep(0)  # the consumer takes event 0 and waits on the gate
     for i in range(1, 21):
         await asyncio.wait_for(bus.publish(beat(i)), 0.5)  # never blocks
     assert sub.depth == 4
     assert sub.dropped == 16
-    release.set()
+    gate.release.set()
     await bus.drain()
-    assert handled == [0, 17, 18, 19, 20]
+    assert gate.handled == [0, 17, 18, 19, 20]
 
 
 async def test_drain_delivers_everything_queued_including_events_caused_by_handlers():
