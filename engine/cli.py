@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,6 +18,12 @@ from engine.logs import configure_logging
 
 DEFAULT_CONFIG = "config/engine.yaml"
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+# Modules outside engine/ that add subcommands: each has ``register(commands)`` taking
+# the subparsers object, and sets ``handler`` (args -> exit code) on its parsers.
+# Named by string and imported when the parser is built, so engine/ never imports
+# adapters/ or strategies/ at module level.
+COMMAND_MODULES: tuple[str, ...] = ()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--check", type=Path, metavar="PATH", help="exit 1 if PATH differs from the models"
     )
     docs.set_defaults(handler=_cmd_config_docs)
+
+    for module_name in COMMAND_MODULES:
+        importlib.import_module(module_name).register(commands)
     return parser
 
 

@@ -1,0 +1,1 @@
+"""The outside world behind small interfaces: market data, execution, local chains."""

@@ -1,0 +1,1 @@
+"""Local chains for tests and the demo: anvil and the real Uniswap V2 contracts."""

@@ -1,0 +1,1 @@
+"""Executors: they turn `OrderRequest` events into fills (on paper or on a DEX)."""

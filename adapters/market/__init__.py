@@ -1,0 +1,1 @@
+"""Market-data adapters: they publish `Bar` events on the bus."""

@@ -1,0 +1,1 @@
+"""Decision logic: features, labels, models, strategy components and research."""

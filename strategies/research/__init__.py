@@ -1,0 +1,1 @@
+"""Research tools on the same feature and model code as the daemon."""
