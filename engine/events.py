@@ -68,14 +68,22 @@ class Signal(Event, frozen=True, kw_only=True, tag=True):
 
 
 class OrderRequest(Event, frozen=True, kw_only=True, tag=True):
-    """An order the risk manager approved; ``amount_in`` in base units of the input token."""
+    """An order the risk manager approved.
+
+    ``symbol`` is ``BASE/QUOTE``; BUY spends the quote token for the base token, SELL
+    the reverse. ``amount_in`` is in base units of the token spent. The executor
+    quotes at submission and sets the minimum output to
+    ``quote × (1 − max_slippage_bps / 10_000)``, unless ``min_amount_out`` > 0 gives
+    that floor explicitly (then slippage is not applied again).
+    """
 
     order_id: str
     strategy_id: str
     symbol: str
     side: Side
     amount_in: int
-    min_amount_out: int
+    max_slippage_bps: int = 50
+    min_amount_out: int = 0
 
 
 class RiskRejected(Event, frozen=True, kw_only=True, tag=True):
