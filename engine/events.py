@@ -73,7 +73,7 @@ class OrderRequest(Event, frozen=True, kw_only=True, tag=True):
     ``symbol`` is ``BASE/QUOTE``; BUY spends the quote token for the base token, SELL
     the reverse. ``amount_in`` is in base units of the token spent. The executor
     quotes at submission and sets the minimum output to
-    ``quote × (1 − max_slippage_bps / 10_000)``, unless ``min_amount_out`` > 0 gives
+    ``quote * (10_000 - max_slippage_bps) // 10_000``, unless ``min_amount_out`` > 0 gives
     that floor explicitly (then slippage is not applied again).
     """
 
