@@ -84,6 +84,13 @@ class Component:
     async def on_stop(self) -> None:
         """Release resources; must be safe after a failed or partial start."""
 
+    async def on_all_started(self) -> None:
+        """Called once every component of the graph is RUNNING.
+
+        Sources (market data) begin publishing here rather than in ``on_start``, so no
+        subscriber misses the first events whatever the start order.
+        """
+
     async def start(self) -> None:
         self._transition(S.STARTING)
         try:
@@ -199,7 +206,7 @@ class ComponentGraph:
         raise KeyError(name)
 
     async def start(self) -> None:
-        """Start all; if one fails, stop it and those already started, and re-raise."""
+        """Start all, then tell each that all are running; on failure stop and re-raise."""
         for comp in self.components:
             self._started.append(comp)
             try:
@@ -208,6 +215,8 @@ class ComponentGraph:
                 log.error("graph.start_failed", component=comp.name)
                 await self.stop()
                 raise
+        for comp in self.components:
+            await comp.on_all_started()
 
     async def stop(self, timeout_per_component: float = 2.0) -> None:
         """Stop started components in reverse order; errors are logged, never raised."""

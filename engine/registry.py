@@ -23,6 +23,9 @@ from engine.config import ComponentConfig, Secrets, describe_error, format_locat
 
 BUILTIN_COMPONENTS: dict[str, str] = {
     "heartbeat": "engine.heartbeat:HeartbeatSource",
+    "ccxt": "adapters.market.ccxt_feed:CcxtBarFeed",
+    "replay": "adapters.market.replay:ReplayMarketData",
+    "features": "strategies.feature_engine:FeatureEngine",
 }
 
 

@@ -29,6 +29,9 @@ class Recorder(Component):
         if self.fail_start:
             raise RuntimeError("cannot connect")
 
+    async def on_all_started(self) -> None:
+        self.calls.append(f"all-started:{self.name}")
+
     async def on_stop(self) -> None:
         self.calls.append(f"stop:{self.name}")
         if self.fail_stop:
@@ -89,6 +92,10 @@ async def test_graph_starts_in_dependency_order_and_stops_in_reverse():
         "start:features",
         "start:strategy",
         "start:api",
+        "all-started:feed",
+        "all-started:features",
+        "all-started:strategy",
+        "all-started:api",
         "stop:api",
         "stop:strategy",
         "stop:features",

@@ -30,7 +30,7 @@ def problems_of(path: Path) -> list[str]:
 
 def test_shipped_default_config_is_valid():
     config = load_engine_config(ROOT / "config" / "engine.yaml")
-    assert [c.name for c in config.components] == ["heartbeat"]
+    assert [c.name for c in config.components] == ["heartbeat", "market", "features"]
     assert config.api.host == "127.0.0.1"
 
 
