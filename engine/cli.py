@@ -23,7 +23,10 @@ EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 # the subparsers object, and sets ``handler`` (args -> exit code) on its parsers.
 # Named by string and imported when the parser is built, so engine/ never imports
 # adapters/ or strategies/ at module level.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = (
+    "adapters.market.cli",
+    "strategies.cli",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

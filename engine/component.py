@@ -38,7 +38,7 @@ _ALLOWED: dict[ComponentState, frozenset[ComponentState]] = {
     S.READY: frozenset({S.STARTING, S.STOPPED}),
     S.STARTING: frozenset({S.RUNNING, S.FAULTED}),
     S.RUNNING: frozenset({S.DEGRADED, S.FAULTED, S.STOPPING}),
-    S.DEGRADED: frozenset({S.RUNNING, S.FAULTED, S.STOPPING}),
+    S.DEGRADED: frozenset({S.DEGRADED, S.RUNNING, S.FAULTED, S.STOPPING}),  # new reason
     S.FAULTED: frozenset({S.STOPPING}),
     S.STOPPING: frozenset({S.STOPPED, S.FAULTED}),
     S.STOPPED: frozenset(),

@@ -46,13 +46,16 @@ async def test_lifecycle_publishes_every_transition():
     assert comp.state is ComponentState.READY
     await comp.start()
     comp.degrade("reconnecting")
-    assert comp.health().reason == "reconnecting"
+    comp.degrade("reconnecting")  # same reason: no new event
+    comp.degrade("rate limited")
+    assert comp.health().reason == "rate limited"
     comp.recover()
     await comp.stop()
     assert changes == [
         ("READY", "STARTING"),
         ("STARTING", "RUNNING"),
         ("RUNNING", "DEGRADED"),
+        ("DEGRADED", "DEGRADED"),
         ("DEGRADED", "RUNNING"),
         ("RUNNING", "STOPPING"),
         ("STOPPING", "STOPPED"),
