@@ -17,6 +17,7 @@ from typing import Literal
 import msgspec
 
 Side = Literal["BUY", "SELL"]
+Action = Literal["BUY", "SELL", "HOLD"]
 Confidence = Literal["high", "medium", "low"]
 
 
@@ -57,13 +58,15 @@ class Features(Event, frozen=True, kw_only=True, tag=True):
 
 
 class Signal(Event, frozen=True, kw_only=True, tag=True):
-    """A strategy's view of the next bar: 1 = up, with the probability of up."""
+    """A strategy's view of the next bar (1 = up, with the probability of up) and the
+    action its trade rule draws from it; the risk manager sizes and checks the order."""
 
     strategy_id: str
     symbol: str
     prediction: int
     probability_up: float
     confidence: Confidence
+    action: Action = "HOLD"
     model_version: str = ""
 
 
