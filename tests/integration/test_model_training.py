@@ -140,3 +140,73 @@ def test_train_command_registers_and_models_commands_manage_versions(tmp_path):
     bad = cli("train", "--data", str(tmp_path / "missing.csv"), "--out", str(models))
     assert bad.returncode == 2
     assert "does not exist" in bad.stderr
+
+
+async def test_strategy_turns_replayed_features_into_signals_with_the_seed_rule(trained):
+    from prometheus_client import CollectorRegistry
+
+    from adapters.market.replay import ReplayConfig, ReplayMarketData
+    from engine.bus import EventBus
+    from engine.clock import SimulatedClock
+    from engine.component import ComponentGraph
+    from engine.config import Secrets
+    from engine.events import Features, Signal
+    from engine.registry import ComponentContext
+    from strategies.feature_engine import FeatureEngine, FeatureEngineConfig
+    from strategies.ml_direction import MLDirectionConfig, MLDirectionStrategy
+
+    registry, result = trained
+    ctx = ComponentContext(EventBus(), SimulatedClock(), CollectorRegistry(), Secrets())
+    features: list[Features] = []
+    signals: list[Signal] = []
+    ctx.bus.subscribe(Features, features.append)
+    ctx.bus.subscribe(Signal, signals.append)
+    replay = ReplayMarketData(
+        "market",
+        ReplayConfig(path="samples/BTC-USD_1d.csv", symbol="BTC/USD", start="2022-01-01"),
+        ctx,
+    )
+    strategy = MLDirectionStrategy(
+        "ml", MLDirectionConfig(model="btc", models_dir=str(registry.root), trade_on="medium"), ctx
+    )
+    graph = ComponentGraph(
+        [replay, FeatureEngine("features", FeatureEngineConfig(), ctx), strategy]
+    )
+    await graph.start()
+    await replay.finished.wait()
+    await ctx.bus.drain()
+    await graph.stop()
+
+    assert len(signals) == len(features) > 250
+    for feature, signal in zip(features, signals, strict=True):
+        assert signal.correlation_id == feature.correlation_id
+        assert signal.model_version == f"btc/{result.model.version}"
+        certainty = max(signal.probability_up, 1 - signal.probability_up)
+        expected = "high" if certainty > 0.7 else "medium" if certainty > 0.5 else "low"
+        assert signal.confidence == expected
+        if signal.confidence == "low":
+            assert signal.action == "HOLD"
+        else:
+            assert signal.action == ("BUY" if signal.probability_up > 0.5 else "SELL")
+
+
+async def test_strategy_refuses_to_start_on_a_model_for_other_features(trained):
+    from prometheus_client import CollectorRegistry
+
+    from engine.bus import EventBus
+    from engine.clock import SimulatedClock
+    from engine.component import ComponentState
+    from engine.config import Secrets
+    from engine.registry import ComponentContext
+    from strategies.ml_direction import MLDirectionConfig, MLDirectionStrategy
+
+    registry, _ = trained
+    ctx = ComponentContext(EventBus(), SimulatedClock(), CollectorRegistry(), Secrets())
+    settings = MLDirectionConfig(
+        model="btc", models_dir=str(registry.root), feature_set="stationary"
+    )
+    strategy = MLDirectionStrategy("ml", settings, ctx)
+    with pytest.raises(FeatureMismatchError):
+        await strategy.start()
+    assert strategy.state is ComponentState.FAULTED
+    assert "trained on feature set 'seed'" in strategy.health().reason

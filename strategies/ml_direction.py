@@ -1,0 +1,111 @@
+"""The strategy component: `Features` in, `Signal` out, through a registered model.
+
+Confidence follows the seed: the probability of the predicted direction,
+``max(p_up, 1 - p_up)``, is ``high`` above 0.7, ``medium`` above 0.5, else ``low``.
+The seed's trade rule is the default: BUY on a high-confidence up, SELL on a
+high-confidence down, HOLD otherwise. Both thresholds live in the strategy config.
+Inference runs inline (about a millisecond for a model trained with the default
+inference budget); the model is loaded off the loop at start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from engine.component import Component
+from engine.config import StrictModel
+from engine.events import Action, Confidence, Features, Signal
+from engine.registry import ComponentContext
+from strategies.serving import ServingModel
+
+
+class MLDirectionConfig(StrictModel):
+    model: str = Field(description="Model name in the registry.")
+    models_dir: str = Field("models", description="Model registry root.")
+    version: str | None = Field(None, description="Model version; unset: the current one.")
+    feature_set: str = Field("seed", description="Feature set the engine computes.")
+    symbols: tuple[str, ...] = Field((), description="Only these symbols (empty: all).")
+    high_confidence: float = Field(0.7, gt=0.5, lt=1, description="`high` above this.")
+    medium_confidence: float = Field(0.5, ge=0.5, lt=1, description="`medium` above this.")
+    trade_on: Literal["high", "medium"] = Field(
+        "high", description="Lowest confidence that makes the rule BUY or SELL."
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> MLDirectionConfig:
+        if self.medium_confidence >= self.high_confidence:
+            raise ValueError("medium_confidence must be below high_confidence")
+        return self
+
+
+class MLDirectionStrategy(Component):
+    """Predicts the next bar's direction for each `Features` event and publishes a `Signal`."""
+
+    Config = MLDirectionConfig
+
+    def __init__(
+        self,
+        name: str,
+        settings: MLDirectionConfig,
+        context: ComponentContext,
+        depends_on: tuple[str, ...] = (),
+    ) -> None:
+        super().__init__(name, context.bus, context.clock, depends_on)
+        self.settings = settings
+        self.model: ServingModel | None = None
+        self._symbols = frozenset(settings.symbols)
+
+    async def on_start(self) -> None:
+        s = self.settings
+        self.model = await asyncio.to_thread(
+            ServingModel.load, s.models_dir, s.model, s.version, s.feature_set
+        )
+        self.log.info("strategy.model_loaded", model=self.model.label, best=self.model.model_name)
+        self._subscription = self.bus.subscribe(
+            Features, self.on_features, name=f"{self.name}.on_features"
+        )
+
+    async def on_stop(self) -> None:
+        if self.model is not None:
+            self.bus.unsubscribe(self._subscription)
+
+    def confidence(self, probability_up: float) -> Confidence:
+        certainty = max(probability_up, 1.0 - probability_up)
+        if certainty > self.settings.high_confidence:
+            return "high"
+        if certainty > self.settings.medium_confidence:
+            return "medium"
+        return "low"
+
+    def action(self, prediction: int, confidence: Confidence) -> Action:
+        trading = ("high",) if self.settings.trade_on == "high" else ("high", "medium")
+        if confidence not in trading:
+            return "HOLD"
+        return "BUY" if prediction == 1 else "SELL"
+
+    def on_features(self, features: Features) -> None:
+        if features.feature_set != self.settings.feature_set:
+            return
+        if self._symbols and features.symbol not in self._symbols:
+            return
+        assert self.model is not None
+        probability_up = self.model.predict_up(features.values)
+        prediction = int(probability_up > 0.5)
+        confidence = self.confidence(probability_up)
+        self.bus.publish_nowait(
+            Signal(
+                ts_event=features.ts_event,
+                ts_init=self.clock.timestamp_ns(),
+                correlation_id=features.correlation_id,
+                strategy_id=self.name,
+                symbol=features.symbol,
+                prediction=prediction,
+                probability_up=probability_up,
+                confidence=confidence,
+                action=self.action(prediction, confidence),
+                model_version=self.model.label,
+            )
+        )
