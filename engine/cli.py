@@ -24,8 +24,10 @@ EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 # Named by string and imported when the parser is built, so engine/ never imports
 # adapters/ or strategies/ at module level.
 COMMAND_MODULES: tuple[str, ...] = (
+    "engine.journal_cli",
     "adapters.market.cli",
     "strategies.cli",
+    "strategies.research.cli",
 )
 
 

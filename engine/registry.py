@@ -23,9 +23,11 @@ from engine.config import ComponentConfig, Secrets, describe_error, format_locat
 
 BUILTIN_COMPONENTS: dict[str, str] = {
     "heartbeat": "engine.heartbeat:HeartbeatSource",
+    "journal": "engine.journal:Journal",
     "ccxt": "adapters.market.ccxt_feed:CcxtBarFeed",
     "replay": "adapters.market.replay:ReplayMarketData",
     "features": "strategies.feature_engine:FeatureEngine",
+    "ml_direction": "strategies.ml_direction:MLDirectionStrategy",
 }
 
 

@@ -1,0 +1,234 @@
+"""The event journal: every event appended to SQLite (WAL) as it is published.
+
+The journal subscribes to everything with a *sync* handler and is meant to be the
+first subscriber, so an event is on disk before any other component (an executor
+above all) sees it: "an order is journalled before it is sent". SQLite in WAL mode
+with ``synchronous=NORMAL`` makes each committed row survive a killed process (a
+power cut may lose the last few); rows are committed in small batches, and always
+before an `OrderRequest` or `OrderSubmitted` reaches anyone else.
+
+Rows carry a journal-wide ``id`` (the bus sequence restarts with each run), the
+run's id, the bus ``seq``, the event type, times, correlation id and the event as
+JSON. Components can save snapshots of their state to rebuild faster on restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+
+from engine.component import Component
+from engine.config import StrictModel
+from engine.events import Event, OrderRequest, OrderSubmitted, from_json, to_json
+from engine.registry import ComponentContext
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    type TEXT NOT NULL,
+    ts_event INTEGER NOT NULL,
+    ts_init INTEGER NOT NULL,
+    correlation_id TEXT NOT NULL,
+    body BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_type ON events (type, id);
+CREATE INDEX IF NOT EXISTS events_correlation ON events (correlation_id);
+CREATE TABLE IF NOT EXISTS snapshots (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL,
+    event_id INTEGER NOT NULL,
+    created_ns INTEGER NOT NULL,
+    state TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS snapshots_name ON snapshots (name, id);
+"""
+
+# These must be on disk before anyone acts on them.
+_COMMIT_AT_ONCE: tuple[type[Event], ...] = (OrderRequest, OrderSubmitted)
+
+
+def connect(path: str | Path) -> sqlite3.Connection:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.executescript(SCHEMA)
+    return conn
+
+
+@dataclass(frozen=True)
+class JournalRow:
+    id: int
+    run_id: str
+    seq: int
+    type: str
+    ts_event: int
+    correlation_id: str
+    body: bytes
+
+    def event(self) -> Event:
+        return from_json(self.body)
+
+
+class JournalReader:
+    """Read access for rebuilding state after a restart, and for the CLI."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    @classmethod
+    def open(cls, path: str | Path) -> JournalReader:
+        if not Path(path).exists():
+            raise FileNotFoundError(f"no journal at {path}")
+        return cls(connect(path))
+
+    def rows(
+        self,
+        after_id: int = 0,
+        types: tuple[str, ...] = (),
+        limit: int | None = None,
+        newest_first: bool = False,
+    ) -> Iterator[JournalRow]:
+        query = (
+            "SELECT id, run_id, seq, type, ts_event, correlation_id, body FROM events WHERE id > ?"
+        )
+        params: list[Any] = [after_id]
+        if types:
+            query += f" AND type IN ({','.join('?' * len(types))})"
+            params += list(types)
+        query += " ORDER BY id DESC" if newest_first else " ORDER BY id"
+        if limit is not None:
+            query += " LIMIT ?"
+            params.append(limit)
+        for row in self.conn.execute(query, params):
+            yield JournalRow(*row)
+
+    def count(self) -> int:
+        return int(self.conn.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+
+    def last(self, type_name: str) -> JournalRow | None:
+        return next(self.rows(types=(type_name,), limit=1, newest_first=True), None)
+
+    def latest_snapshot(self, name: str) -> tuple[int, dict[str, Any]] | None:
+        """``(event_id, state)`` of the newest snapshot saved under ``name``."""
+        row = self.conn.execute(
+            "SELECT event_id, state FROM snapshots WHERE name = ? ORDER BY id DESC LIMIT 1",
+            (name,),
+        ).fetchone()
+        return (int(row[0]), json.loads(row[1])) if row else None
+
+    def open_orders(self) -> list[Event]:
+        """Order requests with no fill or failure journalled after them (any run)."""
+        done = {
+            row.event().order_id  # type: ignore[attr-defined]
+            for row in self.rows(types=("OrderFilled", "OrderFailed"))
+        }
+        return [
+            row.event()
+            for row in self.rows(types=("OrderRequest",))
+            if row.event().order_id not in done  # type: ignore[attr-defined]
+        ]
+
+
+class JournalConfig(StrictModel):
+    path: str = Field("var/journal.sqlite", description="SQLite file (created if missing).")
+    commit_every: int = Field(
+        64, gt=0, description="Commit after this many events (orders are committed at once)."
+    )
+    commit_interval_seconds: float = Field(
+        0.5, gt=0, description="And at least this often while events arrive."
+    )
+
+
+class Journal(Component):
+    """Appends every bus event to SQLite; subscribe it before anything that acts on orders."""
+
+    Config = JournalConfig
+
+    def __init__(
+        self,
+        name: str,
+        settings: JournalConfig,
+        context: ComponentContext,
+        depends_on: tuple[str, ...] = (),
+    ) -> None:
+        super().__init__(name, context.bus, context.clock, depends_on)
+        self.settings = settings
+        self.run_id = uuid.uuid4().hex[:12]
+        self.conn = connect(settings.path)
+        self.reader = JournalReader(self.conn)
+        self.written = 0
+        self._uncommitted = 0
+        self._last_commit = time.monotonic()
+        self._flusher: asyncio.Task[None] | None = None
+        # Subscribed here, not in on_start: the journal must be the bus's first subscriber.
+        self._subscription = self.bus.subscribe(Event, self.append, name=f"{name}.append")
+
+    async def on_start(self) -> None:
+        self._flusher = asyncio.create_task(self._flush_periodically(), name=f"{self.name}.flush")
+
+    async def on_stop(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+            await asyncio.gather(self._flusher, return_exceptions=True)
+        self.bus.unsubscribe(self._subscription)
+        self._commit()
+        self.conn.close()
+
+    async def _flush_periodically(self) -> None:
+        """Commit a quiet tail too: events are never left uncommitted for long."""
+        while True:
+            await asyncio.sleep(self.settings.commit_interval_seconds)
+            self._commit()
+
+    def append(self, event: Event) -> None:
+        if not self.conn.in_transaction:
+            self.conn.execute("BEGIN")
+        self.conn.execute(
+            "INSERT INTO events (run_id, seq, type, ts_event, ts_init, correlation_id, body) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                self.run_id,
+                event.seq,
+                type(event).__name__,
+                event.ts_event,
+                event.ts_init,
+                event.correlation_id,
+                to_json(event),
+            ),
+        )
+        self.written += 1
+        self._uncommitted += 1
+        if (
+            isinstance(event, _COMMIT_AT_ONCE)
+            or self._uncommitted >= self.settings.commit_every
+            or time.monotonic() - self._last_commit >= self.settings.commit_interval_seconds
+        ):
+            self._commit()
+
+    def save_snapshot(self, name: str, state: dict[str, Any]) -> None:
+        """Store a component's state as of the last journalled event."""
+        last_id = self.conn.execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()[0]
+        self.conn.execute(
+            "INSERT INTO snapshots (name, event_id, created_ns, state) VALUES (?, ?, ?, ?)",
+            (name, last_id, self.clock.timestamp_ns(), json.dumps(state)),
+        )
+        self._commit()
+
+    def _commit(self) -> None:
+        if self.conn.in_transaction:
+            self.conn.execute("COMMIT")
+        self._uncommitted = 0
+        self._last_commit = time.monotonic()
