@@ -80,8 +80,19 @@ class Engine:
         return True
 
 
-async def run_daemon(config: EngineConfig, secrets: Secrets) -> int:
-    """Run until SIGTERM or SIGINT; the process exit code."""
+def finite_sources(engine: Engine) -> list[asyncio.Event]:
+    """The ``finished`` events of components that end by themselves (replays)."""
+    return [
+        finished
+        for comp in engine.graph
+        if isinstance(finished := getattr(comp, "finished", None), asyncio.Event)
+    ]
+
+
+async def run_daemon(
+    config: EngineConfig, secrets: Secrets, *, exit_when_sources_finish: bool = False
+) -> int:
+    """Run until SIGTERM or SIGINT (or, for a replay, until every source has finished)."""
     stop_requested = asyncio.Event()
     loop = asyncio.get_running_loop()
 
@@ -104,7 +115,15 @@ async def run_daemon(config: EngineConfig, secrets: Secrets) -> int:
         await engine.stop()
         return 1
     log.info("engine.running", components=len(engine.graph.components))
-    await stop_requested.wait()
+    waits = [asyncio.ensure_future(stop_requested.wait())]
+    sources = finite_sources(engine) if exit_when_sources_finish else []
+    if sources:
+        waits.append(asyncio.ensure_future(asyncio.gather(*(f.wait() for f in sources))))
+    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    for waiter in waits:
+        waiter.cancel()
+    if sources and not stop_requested.is_set():
+        log.info("engine.sources_finished", published=engine.bus.sequence)
     started = time.monotonic()
     clean = await engine.stop()
     log.info("engine.stopped", clean=clean, seconds=round(time.monotonic() - started, 3))
