@@ -136,3 +136,24 @@ def test_make_run_serves_health_and_stops_on_ctrl_c(engine_config):
         assert daemon.wait_for_log("engine.stopped")["clean"] is True
     finally:
         daemon.kill()
+
+
+def test_replay_command_runs_the_components_to_the_end_of_the_data_and_exits_0(tmp_path):
+    config = write_config(
+        tmp_path / "replay.yaml",
+        api={"enabled": False},
+        log={"format": "json", "level": "info"},
+        components=[
+            {"name": "market", "type": "replay", "config": {"path": "x", "symbol": "BTC/USD"}},
+            {"name": "features", "type": "features"},
+        ],
+    )
+    daemon = EngineProcess("replay", "--config", str(config), "--data", "samples/BTC-USD_1d.csv")
+    try:
+        assert daemon.wait(timeout=60) == 0
+        finished = daemon.wait_for_log("engine.sources_finished")
+        # 2,956 bars + 2,907 feature rows (after the 49-bar warm-up) + lifecycle events.
+        assert finished["published"] > 2956 + 2907
+        assert daemon.wait_for_log("engine.stopped")["clean"] is True
+    finally:
+        daemon.kill()
