@@ -26,8 +26,8 @@ EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 COMMAND_MODULES: tuple[str, ...] = (
     "engine.journal_cli",
     "adapters.market.cli",
+    "adapters.chain.cli",
     "strategies.cli",
-    "strategies.research.cli",
 )
 
 

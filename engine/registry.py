@@ -28,6 +28,8 @@ BUILTIN_COMPONENTS: dict[str, str] = {
     "replay": "adapters.market.replay:ReplayMarketData",
     "features": "strategies.feature_engine:FeatureEngine",
     "ml_direction": "strategies.ml_direction:MLDirectionStrategy",
+    "uniswap_v2_executor": "adapters.execution.uniswap_v2:UniswapV2Executor",
+    "uniswap_v2_pool": "adapters.market.uniswap_v2_pool:UniswapV2PoolFeed",
 }
 
 

@@ -1,0 +1,70 @@
+"""Settings of the Uniswap V2 executor (the `uniswap_v2_executor` component type)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from web3 import AsyncWeb3
+
+from engine.config import StrictModel
+
+
+def _checksum(value: str) -> str:
+    if not AsyncWeb3.is_address(value):
+        raise ValueError(f"not an address: {value!r}")
+    return AsyncWeb3.to_checksum_address(value)
+
+
+class UniswapV2ExecutorConfig(StrictModel):
+    rpc_url: str = Field("http://127.0.0.1:8545", description="JSON-RPC endpoint (HTTP).")
+    chain_id: int | None = Field(None, description="Refuse to start on another chain if set.")
+    router: str = Field(description="UniswapV2Router02 address.")
+    base_token: str = Field(description="ERC-20 address of the BASE token of `symbol`.")
+    quote_token: str = Field(description="ERC-20 address of the QUOTE token of `symbol`.")
+    symbol: str = Field(
+        "BASE/QUOTE",
+        pattern=r"^[^/]+/[^/]+$",
+        description="Market symbol `BASE/QUOTE` that orders and bars name.",
+    )
+    keystore_path: Path | None = Field(
+        None,
+        description="Encrypted keystore file (password from ENGINE_KEYSTORE_PASSWORD); "
+        "without it the key comes from ENGINE_PRIVATE_KEY.",
+    )
+    deadline_seconds: int = Field(120, gt=0, description="Swap deadline after submission.")
+    deadline_clock: Literal["engine", "chain"] = Field(
+        "engine",
+        description="Count the deadline from the engine's clock, or from the chain's latest "
+        "block time (for a replayed clock against a live dev chain).",
+    )
+    priority_fee_gwei: float = Field(1.0, ge=0, description="EIP-1559 tip.")
+    max_fee_gwei: float = Field(500.0, gt=0, description="Cap on maxFeePerGas.")
+    gas_padding: float = Field(
+        1.25, ge=1.0, le=3.0, description="Gas limit = estimate x this + `gas_extra`."
+    )
+    gas_extra: int = Field(
+        50_000,
+        ge=0,
+        description="Added to every swap's gas limit: the pair writes its price accumulators "
+        "when the block timestamp moves on, which eth_estimateGas (run on the parent block's "
+        "timestamp) does not see; the first write costs about 44k gas. Unused gas is not paid.",
+    )
+    rpc_timeout_seconds: float = Field(10.0, gt=0, description="Timeout of one RPC request.")
+    receipt_timeout_seconds: float = Field(
+        60.0, gt=0, description="Wait this long for a receipt, then the order is PENDING."
+    )
+    receipt_poll_seconds: float = Field(0.5, gt=0, description="Receipt polling interval.")
+    pending_poll_seconds: float = Field(
+        5.0, gt=0, description="How often a PENDING order's transaction is re-checked."
+    )
+    replace_after_seconds: float = Field(
+        120.0, ge=0, description="Re-send a stuck transaction (same nonce, higher fee); 0: never."
+    )
+    replacement_fee_bump: float = Field(
+        1.125, ge=1.1, le=3.0, description="Fee multiplier of a replacement."
+    )
+    fee_ttl_seconds: float = Field(1.0, ge=0, description="Reuse the base fee this long.")
+
+    _addresses = field_validator("router", "base_token", "quote_token")(_checksum)

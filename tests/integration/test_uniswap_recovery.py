@@ -1,0 +1,205 @@
+"""The executor when things go wrong: outages, stuck and mined-reverted transactions,
+and restarts that must settle what an earlier process sent, exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import pytest
+
+from adapters.chain.anvil import rpc_call
+from adapters.execution.uniswap_v2 import OrderStatus, SubmittedRecord
+from engine.clock import SimulatedClock
+from engine.events import OrderFailed, OrderFilled, OrderSubmitted
+from tests.chain_helpers import TOKEN, Chain, new_trader, order, outcome, start_chain
+
+pytest_plugins = ["tests.chain_fixtures"]
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def own_chain() -> Iterator[Chain]:
+    """A chain for one test, free to freeze or to stop mining."""
+    c = start_chain()
+    yield c
+    c.anvil.stop()
+
+
+async def wait_until(predicate, within: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + within
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
+def metric(harness, name: str) -> float:
+    value = harness.registry.get_sample_value(name, {"component": "dex"})
+    assert value is not None, f"no {name}"
+    return value
+
+
+async def warm_up(harness) -> None:
+    """One swap each way so approvals are mined before mining is switched off."""
+    for side, amount in (("BUY", 10 * TOKEN), ("SELL", TOKEN // 10)):
+        request = order(side, amount)
+        await harness.bus.publish(request)
+        assert isinstance(await outcome(harness, request.order_id), OrderFilled)
+
+
+async def test_rpc_outage_while_swap_in_flight_goes_pending_then_fills_exactly_once(
+    own_chain, make_executor
+):
+    trader = await new_trader(own_chain)
+    harness = await make_executor(
+        own_chain,
+        trader,
+        receipt_timeout_seconds=0.5,
+        pending_poll_seconds=0.2,
+        rpc_timeout_seconds=0.3,
+        replace_after_seconds=0,
+    )
+    await warm_up(harness)
+    own_chain.anvil.rpc("evm_setAutomine", False)
+    request = order("BUY", 10 * TOKEN)
+    await harness.bus.publish(request)
+    await harness.recorder.wait_for(
+        lambda e: isinstance(e, OrderSubmitted) and e.order_id == request.order_id
+    )
+    own_chain.anvil.freeze()
+    try:
+        await wait_until(lambda: harness.executor.status(request.order_id) is OrderStatus.PENDING)
+        await asyncio.sleep(1.0)  # polls time out against the frozen node
+        assert harness.executor.receipts.failed_polls > 0
+        assert harness.executor.status(request.order_id) is OrderStatus.PENDING
+        assert not harness.recorder.of(OrderFailed)
+        assert harness.executor.state == "DEGRADED"
+        assert metric(harness, "trade_engine_dex_orders_pending") == 1
+    finally:
+        own_chain.anvil.resume()
+    await asyncio.to_thread(own_chain.anvil.rpc, "evm_mine")
+    filled = await outcome(harness, request.order_id)
+    assert isinstance(filled, OrderFilled)
+    await asyncio.sleep(0.5)  # any duplicate would show up by now
+    mine = [e for e in harness.recorder.of(OrderFilled) if e.order_id == request.order_id]
+    sent = [e for e in harness.recorder.of(OrderSubmitted) if e.order_id == request.order_id]
+    assert len(mine) == 1
+    assert len(sent) == 1
+    assert harness.executor.status(request.order_id) is OrderStatus.FILLED
+    assert harness.executor.state == "RUNNING"
+    assert metric(harness, "trade_engine_dex_orders_pending") == 0
+    assert metric(harness, "trade_engine_dex_receipt_poll_failures_total") > 0
+
+
+async def test_stuck_transaction_is_replaced_at_a_higher_fee_with_the_same_nonce(
+    own_chain, make_executor
+):
+    trader = await new_trader(own_chain)
+    harness = await make_executor(
+        own_chain,
+        trader,
+        receipt_timeout_seconds=0.2,
+        pending_poll_seconds=0.1,
+        replace_after_seconds=0.3,
+    )
+    await warm_up(harness)
+    own_chain.anvil.rpc("evm_setAutomine", False)
+    request = order("SELL", TOKEN // 10)
+    await harness.bus.publish(request)
+
+    def submissions() -> list[OrderSubmitted]:
+        return [e for e in harness.recorder.of(OrderSubmitted) if e.order_id == request.order_id]
+
+    await wait_until(lambda: len(submissions()) >= 2)
+    first, second = submissions()[:2]
+    assert first.nonce == second.nonce
+    assert first.venue_order_id != second.venue_order_id
+    await asyncio.to_thread(own_chain.anvil.rpc, "evm_mine")
+    filled = await outcome(harness, request.order_id)
+    assert isinstance(filled, OrderFilled)
+    assert filled.venue_order_id in {s.venue_order_id for s in submissions()[1:]}
+    assert rpc_call(own_chain.url, "eth_getTransactionReceipt", [first.venue_order_id]) is None
+    await asyncio.sleep(0.3)
+    assert len([e for e in harness.recorder.of(OrderFilled) if e.order_id == request.order_id]) == 1
+
+
+async def test_mined_revert_is_decoded_by_replaying_the_call(own_chain, make_executor):
+    trader = await new_trader(own_chain)
+    chain_now = int(
+        rpc_call(own_chain.url, "eth_getBlockByNumber", ["latest", False])["timestamp"], 16
+    )
+    clock = SimulatedClock(start_ns=chain_now * 10**9)
+    harness = await make_executor(own_chain, trader, clock=clock, deadline_seconds=30)
+    await warm_up(harness)
+    own_chain.anvil.rpc("evm_setAutomine", False)
+    request = order("SELL", TOKEN // 10)
+    await harness.bus.publish(request)
+    await harness.recorder.wait_for(
+        lambda e: isinstance(e, OrderSubmitted) and e.order_id == request.order_id
+    )
+    # The block that includes it comes after the swap's deadline: it reverts on chain.
+    own_chain.anvil.rpc("evm_setNextBlockTimestamp", chain_now + 600)
+    await asyncio.to_thread(own_chain.anvil.rpc, "evm_mine")
+    failed = await outcome(harness, request.order_id)
+    assert isinstance(failed, OrderFailed)
+    assert failed.reason == "EXPIRED"
+    submitted = harness.recorder.of(OrderSubmitted)[-1]
+    receipt = rpc_call(own_chain.url, "eth_getTransactionReceipt", [submitted.venue_order_id])
+    assert receipt["status"] == "0x0"  # it really was mined and reverted
+
+
+async def test_reconcile_in_a_fresh_executor_publishes_each_fill_once_and_never_resends(
+    own_chain, make_executor
+):
+    trader = await new_trader(own_chain)
+    first = await make_executor(own_chain, trader)
+    await warm_up(first)
+    own_chain.anvil.rpc("evm_setAutomine", False)
+
+    async def send_then_crash(harness, side: str, amount: int) -> SubmittedRecord:
+        request = order(side, amount)
+        await harness.bus.publish(request)
+        sent = await harness.recorder.wait_for(
+            lambda e: isinstance(e, OrderSubmitted) and e.order_id == request.order_id
+        )
+        await harness.executor.stop()  # the process dies before the receipt
+        return SubmittedRecord(sent.order_id, sent.venue_order_id, sent.nonce)
+
+    mined = await send_then_crash(first, "BUY", 10 * TOKEN)
+    own_chain.anvil.rpc("evm_mine")
+    second = await make_executor(own_chain, trader)
+    unmined = await send_then_crash(second, "SELL", TOKEN // 10)
+    sent_count = int(
+        rpc_call(own_chain.url, "eth_getTransactionCount", [trader.address, "pending"]), 16
+    )
+
+    fresh = await make_executor(own_chain, trader)
+    statuses = await fresh.executor.reconcile([mined, unmined])
+    assert statuses == {mined.order_id: OrderStatus.FILLED, unmined.order_id: OrderStatus.PENDING}
+    # Reconciling the same records again (e.g. a second pass) changes nothing.
+    assert (await fresh.executor.reconcile([mined, unmined]))[mined.order_id] is OrderStatus.FILLED
+
+    own_chain.anvil.rpc("evm_mine")
+    await outcome(fresh, unmined.order_id)
+    await asyncio.sleep(0.3)
+    fills = fresh.recorder.of(OrderFilled)
+    assert sorted(f.order_id for f in fills) == sorted([mined.order_id, unmined.order_id])
+    assert {f.venue_order_id for f in fills} == {mined.tx_hash, unmined.tx_hash}
+    assert fresh.recorder.of(OrderSubmitted) == []  # nothing was sent again
+    final_count = int(
+        rpc_call(own_chain.url, "eth_getTransactionCount", [trader.address, "latest"]), 16
+    )
+    assert final_count == sent_count
+
+
+async def test_reconcile_reports_a_nonce_taken_by_another_transaction_as_dropped(
+    own_chain, make_executor
+):
+    trader = await new_trader(own_chain)
+    harness = await make_executor(own_chain, trader)
+    await warm_up(harness)
+    used = int(rpc_call(own_chain.url, "eth_getTransactionCount", [trader.address, "latest"]), 16)
+    record = SubmittedRecord("lost", "0x" + "ab" * 32, used - 1)
+    assert (await harness.executor.reconcile([record])) == {"lost": OrderStatus.FAILED}
+    assert harness.recorder.of(OrderFailed)[-1].reason == "DROPPED"
