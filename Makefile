@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 help:
 	@echo "make run    set up, then run the daemon on $(CONFIG) (Ctrl-C stops it)"
 	@echo "make test   set up, then lint and run the whole test suite"
-	@echo "make bench  set up (with the reference libraries), then run bench/"
+	@echo "make bench  set up (with the reference libraries), then run bench/ (BENCHES=bus ...)"
 	@echo "make docs   regenerate docs/configuration.md from the config models"
 
 $(BIN)/python:
@@ -54,8 +54,10 @@ format: install
 docs: install
 	$(BIN)/trade-engine config docs --out docs/configuration.md
 
+BENCHES ?= bus features inference dex walkforward
+
 bench: $(VENV)/.installed-bench node_modules/.installed
-	$(BIN)/python bench/bus.py
+	@for b in $(BENCHES); do echo "== bench/$$b.py"; $(BIN)/python bench/$$b.py || exit 1; done
 
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache .ruff_cache .hypothesis
