@@ -30,6 +30,9 @@ BUILTIN_COMPONENTS: dict[str, str] = {
     "ml_direction": "strategies.ml_direction:MLDirectionStrategy",
     "uniswap_v2_executor": "adapters.execution.uniswap_v2:UniswapV2Executor",
     "uniswap_v2_pool": "adapters.market.uniswap_v2_pool:UniswapV2PoolFeed",
+    "risk": "engine.risk:RiskManager",
+    "portfolio": "engine.portfolio:Portfolio",
+    "paper_executor": "adapters.execution.paper:PaperExecutor",
 }
 
 

@@ -1,0 +1,400 @@
+"""Balances, cost basis, PnL, equity and drawdown, from fills and bars.
+
+The :class:`Portfolio` component applies every ``OrderFilled`` to its balances (integer
+base units per token) and marks positions at every ``Bar`` close, publishing a
+``PortfolioUpdate`` each time. Everything is deterministic: replaying the same events
+rebuilds the same state, which the journal relies on.
+
+Accounting rules:
+
+* A fill's ``amount_in``/``amount_out`` already net the pool's 0.3% fee (Uniswap V2
+  takes it from the input), so ``fee_paid`` is only summed for reporting
+  (``fees_paid_quote``), never subtracted a second time.
+* Average entry is the average cost of the base held; a sale realises
+  ``proceeds - average_entry x amount`` and keeps the average of what is left.
+* Gas is paid in ETH from a wallet the portfolio does not hold, so it is charged to
+  equity as a realised cost in quote tokens: at ``eth_price_quote`` if configured,
+  else at 1 when the quote token is ETH/WETH, else at the last price of an ETH/WETH
+  instrument. If none applies (e.g. a USDT quote without an ETH price), gas is not
+  charged (it is summed in wei as ``gas_paid_wei`` and logged once), rather than guessed.
+* Equity = quote balance + each base balance x its mark - gas charged; the mark is the
+  last bar close (the last fill price until a bar arrives). Initial base holdings take
+  the first mark as their cost basis.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Protocol
+from weakref import WeakKeyDictionary
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from pydantic import Field, model_validator
+
+from engine.bus import EventBus, Subscription
+from engine.component import Component
+from engine.config import StrictModel
+from engine.events import Bar, Event, OrderFilled, PortfolioUpdate
+from engine.instruments import Instrument, InstrumentConfig
+from engine.registry import ComponentContext
+
+GAS_TOKENS = frozenset({"ETH", "WETH"})
+WEI_PER_ETH = 10**18
+METRIC_PREFIX = "trade_engine_portfolio"
+
+
+def drawdown_fraction(peak: float, equity: float) -> float:
+    """``(peak - equity) / peak``, 0 when there is no positive peak or no loss."""
+    if peak <= 0.0 or equity >= peak:
+        return 0.0
+    return (peak - equity) / peak
+
+
+class PortfolioView(Protocol):
+    """What the risk manager reads: read-only, always current."""
+
+    def instrument(self, symbol: str) -> Instrument | None: ...
+
+    def balance(self, token: str) -> int: ...
+
+    @property
+    def equity_quote(self) -> float: ...
+
+    @property
+    def peak_equity_quote(self) -> float: ...
+
+    @property
+    def drawdown(self) -> float: ...
+
+
+class PortfolioConfig(StrictModel):
+    instruments: tuple[InstrumentConfig, ...] = Field(
+        min_length=1,
+        description="Markets held, each `{symbol, base_decimals, quote_decimals}`; "
+        "all must share one QUOTE token, the currency of equity.",
+    )
+    initial_balances: dict[str, Decimal] = Field(
+        default_factory=dict,
+        description="Starting balance per token symbol, in tokens (e.g. `USDT: 10000`).",
+    )
+    eth_price_quote: float | None = Field(
+        None,
+        gt=0,
+        description="Quote tokens per ETH, to charge gas to equity. Unset: 1 if the quote "
+        "is ETH/WETH, else the last price of an ETH/WETH instrument, else gas is not charged.",
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PortfolioConfig:
+        symbols = [i.symbol for i in self.instruments]
+        if len(set(symbols)) != len(symbols):
+            raise ValueError(f"instruments repeat a symbol: {symbols}")
+        quotes = {s.split("/")[1] for s in symbols}
+        if len(quotes) != 1:
+            raise ValueError(f"instruments must share one quote token, got {sorted(quotes)}")
+        tokens = {t for s in symbols for t in s.split("/")}
+        for token, amount in self.initial_balances.items():
+            if token not in tokens:
+                raise ValueError(f"initial_balances: {token!r} is not a token of the instruments")
+            if amount < 0:
+                raise ValueError(f"initial_balances: {token} must be >= 0, got {amount}")
+        return self
+
+
+@dataclass(slots=True)
+class _Position:
+    """Cost basis and marks of one instrument's base token."""
+
+    instrument: Instrument
+    cost_quote: float = 0.0  # what the base held cost, in quote tokens
+    realised_pnl: float = 0.0
+    mark: float | None = None
+    basis_pending: int = 0  # initial base units waiting for a first mark as their cost
+
+
+@dataclass(frozen=True, slots=True)
+class PositionSnapshot:
+    symbol: str
+    base_units: int
+    average_entry: float | None
+    mark: float | None
+    realised_pnl: float
+    unrealised_pnl: float
+
+
+class Portfolio(Component):
+    """Balances, PnL, equity and drawdown, marked on bars and updated on fills."""
+
+    Config = PortfolioConfig
+
+    def __init__(
+        self,
+        name: str,
+        settings: PortfolioConfig,
+        context: ComponentContext,
+        depends_on: tuple[str, ...] = (),
+    ) -> None:
+        super().__init__(name, context.bus, context.clock, depends_on)
+        self.settings = settings
+        self._metrics_registry = context.metrics_registry
+        self._collector: _PortfolioCollector | None = None
+        self._subscriptions: list[Subscription] = []
+        instruments = [c.to_instrument() for c in settings.instruments]
+        self.quote_token = instruments[0].quote
+        self._positions = {i.symbol: _Position(i) for i in instruments}
+        self._by_base = {p.instrument.base.symbol: p for p in self._positions.values()}
+        self._balances: dict[str, int] = {self.quote_token.symbol: 0}
+        for inst in instruments:
+            self._balances[inst.base.symbol] = 0
+        tokens = {i.base.symbol: i.base for i in instruments} | {
+            self.quote_token.symbol: self.quote_token
+        }
+        for token, amount in settings.initial_balances.items():
+            self._balances[token] = tokens[token].to_units(amount)
+            if token in self._by_base:
+                self._by_base[token].basis_pending = self._balances[token]
+        self.fees_paid_quote = 0.0
+        self.gas_paid_wei = 0
+        self.gas_charged_quote = 0.0
+        self.gas_uncharged_wei = 0
+        self.fills = {"BUY": 0, "SELL": 0}
+        self._warned_gas = False
+        self._equity = self._compute_equity()
+        self._peak = self._equity
+        self.initial_equity_quote = self._equity
+        _register(context.bus, self)
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def on_start(self) -> None:
+        self._subscriptions = [
+            self.bus.subscribe(Bar, self._on_bar, name=f"{self.name}.bars"),
+            self.bus.subscribe(OrderFilled, self._on_fill, name=f"{self.name}.fills"),
+        ]
+        self._collector = _PortfolioCollector(self)
+        self._metrics_registry.register(self._collector)
+
+    async def on_stop(self) -> None:
+        for sub in self._subscriptions:
+            self.bus.unsubscribe(sub)
+        self._subscriptions = []
+        if self._collector is not None:
+            self._metrics_registry.unregister(self._collector)
+            self._collector = None
+
+    def _on_bar(self, bar: Bar) -> None:
+        update = self.mark(bar)
+        if update is not None:
+            self.bus.publish_nowait(update)
+
+    def _on_fill(self, fill: OrderFilled) -> None:
+        update = self.apply_fill(fill)
+        if update is not None:
+            self.bus.publish_nowait(update)
+
+    # -- state changes (pure of the bus, so a journal can replay them) -------------------
+
+    def mark(self, bar: Bar) -> PortfolioUpdate | None:
+        """Mark ``bar.symbol`` at its close; None if the portfolio does not hold it."""
+        pos = self._positions.get(bar.symbol)
+        if pos is None or bar.close <= 0:
+            return None
+        pos.mark = bar.close
+        if pos.basis_pending:
+            pos.cost_quote += pos.instrument.base.to_float(pos.basis_pending) * bar.close
+            pos.basis_pending = 0
+        return self._updated(bar)
+
+    def apply_fill(self, fill: OrderFilled) -> PortfolioUpdate | None:
+        """Apply one fill to balances, cost basis, PnL and gas; None if not ours."""
+        pos = self._positions.get(fill.symbol)
+        if pos is None:
+            self.log.warning("portfolio.unknown_symbol", symbol=fill.symbol, order=fill.order_id)
+            return None
+        inst = pos.instrument
+        base, quote = inst.base.symbol, inst.quote.symbol
+        if fill.side == "BUY":
+            self._balances[quote] -= fill.amount_in
+            self._balances[base] += fill.amount_out
+            pos.cost_quote += inst.quote.to_float(fill.amount_in)
+            self.fees_paid_quote += inst.quote.to_float(fill.fee_paid)
+        else:
+            if pos.basis_pending:  # sold before any mark: the initial holding costs this price
+                pos.cost_quote += inst.base.to_float(pos.basis_pending) * fill.price
+                pos.basis_pending = 0
+            held = self._balances[base]
+            if held > 0:
+                released = pos.cost_quote * min(fill.amount_in, held) / held
+                pos.realised_pnl += inst.quote.to_float(fill.amount_out) - released
+                pos.cost_quote -= released
+            self._balances[base] -= fill.amount_in
+            self._balances[quote] += fill.amount_out
+            self.fees_paid_quote += inst.base.to_float(fill.fee_paid) * fill.price
+        if self._balances[base] <= 0:
+            pos.cost_quote = 0.0
+        if pos.mark is None:
+            pos.mark = fill.price
+        self.fills[fill.side] += 1
+        self._charge_gas(fill.gas_cost_wei)
+        return self._updated(fill)
+
+    def _charge_gas(self, wei: int) -> None:
+        if wei <= 0:
+            return
+        self.gas_paid_wei += wei
+        price = self._eth_price()
+        if price is None:
+            self.gas_uncharged_wei += wei
+            if not self._warned_gas:
+                self._warned_gas = True
+                self.log.warning(
+                    "portfolio.gas_not_charged",
+                    reason="no ETH price in quote: set eth_price_quote to charge gas to equity",
+                )
+            return
+        self.gas_charged_quote += wei / WEI_PER_ETH * price
+
+    def _eth_price(self) -> float | None:
+        if self.settings.eth_price_quote is not None:
+            return self.settings.eth_price_quote
+        if self.quote_token.symbol in GAS_TOKENS:
+            return 1.0
+        for symbol in sorted(GAS_TOKENS):
+            pos = self._by_base.get(symbol)
+            if pos is not None and pos.mark is not None:
+                return pos.mark
+        return None
+
+    def _compute_equity(self) -> float:
+        equity = self.quote_token.to_float(self._balances[self.quote_token.symbol])
+        for pos in self._positions.values():
+            if pos.mark is not None:
+                equity += pos.instrument.quote_value(
+                    self._balances[pos.instrument.base.symbol], pos.mark
+                )
+        return equity - self.gas_charged_quote
+
+    def _updated(self, cause: Event) -> PortfolioUpdate:
+        self._equity = self._compute_equity()
+        self._peak = max(self._peak, self._equity)
+        return PortfolioUpdate(
+            ts_event=cause.ts_event,
+            ts_init=self.clock.timestamp_ns(),
+            correlation_id=cause.correlation_id,
+            balances=dict(self._balances),
+            equity_quote=self._equity,
+            peak_equity_quote=self._peak,
+            drawdown=self.drawdown,
+        )
+
+    # -- read-only accessors (PortfolioView) ---------------------------------------------
+
+    def instrument(self, symbol: str) -> Instrument | None:
+        pos = self._positions.get(symbol)
+        return None if pos is None else pos.instrument
+
+    @property
+    def symbols(self) -> list[str]:
+        return list(self._positions)
+
+    def balance(self, token: str) -> int:
+        """Balance of ``token`` in base units (0 for a token not held)."""
+        return self._balances.get(token, 0)
+
+    @property
+    def balances(self) -> dict[str, int]:
+        return dict(self._balances)
+
+    @property
+    def equity_quote(self) -> float:
+        return self._equity
+
+    @property
+    def peak_equity_quote(self) -> float:
+        return self._peak
+
+    @property
+    def drawdown(self) -> float:
+        return drawdown_fraction(self._peak, self._equity)
+
+    def position(self, symbol: str) -> PositionSnapshot:
+        pos = self._positions[symbol]
+        units = self._balances[pos.instrument.base.symbol]
+        held = pos.instrument.base.to_float(units)
+        unrealised = 0.0
+        if pos.mark is not None and units > 0 and not pos.basis_pending:
+            unrealised = held * pos.mark - pos.cost_quote
+        return PositionSnapshot(
+            symbol=symbol,
+            base_units=units,
+            average_entry=pos.cost_quote / held if units > 0 and not pos.basis_pending else None,
+            mark=pos.mark,
+            realised_pnl=pos.realised_pnl,
+            unrealised_pnl=unrealised,
+        )
+
+    @property
+    def realised_pnl(self) -> float:
+        return sum(p.realised_pnl for p in self._positions.values())
+
+    @property
+    def unrealised_pnl(self) -> float:
+        return sum(self.position(s).unrealised_pnl for s in self._positions)
+
+
+class _PortfolioCollector(Collector):
+    """Equity, drawdown, PnL, balances and fills, read at scrape time."""
+
+    def __init__(self, portfolio: Portfolio) -> None:
+        self.portfolio = portfolio
+
+    def collect(self) -> Iterator[Metric]:
+        p = self.portfolio
+        for name, doc, value in (
+            ("equity_quote", "Equity in quote tokens, marked at the last bar.", p.equity_quote),
+            ("peak_equity_quote", "Highest equity so far, in quote tokens.", p.peak_equity_quote),
+            ("drawdown", "Fall from peak equity, as a fraction of the peak.", p.drawdown),
+            ("realised_pnl_quote", "Realised PnL in quote tokens, before gas.", p.realised_pnl),
+            ("unrealised_pnl_quote", "Unrealised PnL in quote tokens.", p.unrealised_pnl),
+            ("gas_charged_quote", "Gas charged to equity, in quote tokens.", p.gas_charged_quote),
+        ):
+            yield GaugeMetricFamily(f"{METRIC_PREFIX}_{name}", doc, value=value)
+        balances = GaugeMetricFamily(
+            f"{METRIC_PREFIX}_balance", "Balance per token, in tokens.", labels=["token"]
+        )
+        tokens = {p.quote_token.symbol: p.quote_token}
+        for symbol in p.symbols:
+            inst = p.instrument(symbol)
+            assert inst is not None
+            tokens[inst.base.symbol] = inst.base
+        for symbol, token in sorted(tokens.items()):
+            balances.add_metric([symbol], token.to_float(p.balance(symbol)))
+        yield balances
+        fills = CounterMetricFamily(
+            f"{METRIC_PREFIX}_fills", "Fills applied to the portfolio, by side.", labels=["side"]
+        )
+        for side, count in sorted(p.fills.items()):
+            fills.add_metric([side], count)
+        yield fills
+        yield CounterMetricFamily(
+            f"{METRIC_PREFIX}_gas_paid_wei", "Gas paid by fills, in wei.", value=p.gas_paid_wei
+        )
+
+
+_DIRECTORY: WeakKeyDictionary[EventBus, dict[str, Portfolio]] = WeakKeyDictionary()
+
+
+def _register(bus: EventBus, portfolio: Portfolio) -> None:
+    _DIRECTORY.setdefault(bus, {})[portfolio.name] = portfolio
+
+
+def portfolio_for(bus: EventBus, name: str) -> Portfolio | None:
+    """The portfolio component called ``name`` built on ``bus``'s engine, if any.
+
+    Components built from config get only a :class:`ComponentContext`; this lookup,
+    scoped to the engine by its bus, is how the risk manager finds its read handle.
+    """
+    return _DIRECTORY.get(bus, {}).get(name)

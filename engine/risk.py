@@ -1,0 +1,518 @@
+"""The risk manager: turns each ``Signal`` into an ``OrderRequest`` or a ``RiskRejected``.
+
+Sizing: BUY spends ``order_notional_quote`` of the quote token (capped by what is free),
+SELL sells ``sell_fraction`` of the free base position (capped at
+``max_order_notional_quote``, so an exit is spread over signals rather than refused),
+HOLD does nothing. Every other outcome is an event: an order whose ``order_id`` is
+derived from the signal (so a replayed signal yields the same id), or a rejection
+with a stable reason code (:class:`Reason`).
+
+States: ACTIVE trades; REDUCING allows only position-reducing orders (SELL), entered
+when the UTC day's loss passes the limit (left at the next UTC day) or by an operator;
+HALTED allows nothing, entered when drawdown reaches the limit (or by an operator),
+and left only by :meth:`RiskManager.resume`. After a resume the drawdown is measured
+from the equity at that moment, so the kill switch re-arms instead of firing at once.
+
+The manager reads the portfolio and the market through handles (:class:`PortfolioView`,
+:class:`MarketView`): given explicitly, or found on the engine by the bus (the
+``portfolio`` component named in the config, and the engine's shared market view).
+Orders approved but not yet filled or failed count against balance and position.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict, deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from enum import StrEnum
+from fractions import Fraction
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from engine.bus import Subscription
+from engine.clock import NANOS_PER_SECOND
+from engine.component import Component
+from engine.events import (
+    OrderFailed,
+    OrderFilled,
+    OrderRequest,
+    PortfolioUpdate,
+    RiskRejected,
+    Side,
+    Signal,
+)
+from engine.instruments import Instrument
+from engine.market_view import MarketView, market_view_for
+from engine.portfolio import PortfolioView, drawdown_fraction, portfolio_for
+from engine.registry import ComponentContext
+from engine.risk_config import RiskConfig
+
+NANOS_PER_DAY = 86_400 * NANOS_PER_SECOND
+GWEI = 10**9
+_REMEMBERED_ORDERS = 10_000  # order ids kept to refuse a duplicate signal
+
+
+class RiskState(StrEnum):
+    ACTIVE = "ACTIVE"
+    REDUCING = "REDUCING"
+    HALTED = "HALTED"
+
+
+class Reason(StrEnum):
+    """Stable reason codes of ``RiskRejected`` (dashboards and tests match on them)."""
+
+    HALTED = "HALTED"
+    REDUCING_ONLY = "REDUCING_ONLY"
+    DAILY_LOSS_LIMIT = "DAILY_LOSS_LIMIT"
+    DRAWDOWN_HALT = "DRAWDOWN_HALT"
+    UNKNOWN_SYMBOL = "UNKNOWN_SYMBOL"
+    DUPLICATE_SIGNAL = "DUPLICATE_SIGNAL"
+    STALE_MARKET_DATA = "STALE_MARKET_DATA"
+    GAS_PRICE_CAP = "GAS_PRICE_CAP"
+    RATE_LIMIT = "RATE_LIMIT"
+    INSUFFICIENT_BALANCE = "INSUFFICIENT_BALANCE"
+    NO_POSITION = "NO_POSITION"
+    MIN_ORDER_SIZE = "MIN_ORDER_SIZE"
+    MAX_ORDER_NOTIONAL = "MAX_ORDER_NOTIONAL"
+    MAX_POSITION = "MAX_POSITION"
+    NO_POOL_RESERVES = "NO_POOL_RESERVES"
+    MAX_PRICE_IMPACT = "MAX_PRICE_IMPACT"
+    MAX_SLIPPAGE = "MAX_SLIPPAGE"
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    """An approved order not yet filled or failed."""
+
+    symbol: str
+    side: Side
+    amount_in: int
+    expected_out: int
+
+
+class Rejected(Exception):
+    """Raised inside :meth:`RiskManager.check` to end it with one reason."""
+
+    def __init__(self, reason: Reason, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+def order_id_for(signal: Signal) -> str:
+    """A deterministic order id: the same signal (strategy, bar, action) gives the same id."""
+    key = signal.correlation_id or f"seq{signal.seq}@{signal.ts_event}"
+    digest = hashlib.blake2b(
+        f"{signal.strategy_id}|{signal.symbol}|{key}|{signal.action}".encode(), digest_size=8
+    )
+    return f"ord-{digest.hexdigest()}"
+
+
+class RiskManager(Component):
+    """Sizes and checks every signal; publishes an order or a rejection with a reason."""
+
+    Config = RiskConfig
+
+    def __init__(
+        self,
+        name: str,
+        settings: RiskConfig,
+        context: ComponentContext,
+        depends_on: tuple[str, ...] = (),
+        *,
+        portfolio: PortfolioView | None = None,
+        market: MarketView | None = None,
+    ) -> None:
+        super().__init__(name, context.bus, context.clock, depends_on)
+        self.settings = settings
+        self._portfolio = portfolio
+        self.market: MarketView = market if market is not None else market_view_for(context.bus)
+        self._metrics_registry = context.metrics_registry
+        self._collector: _RiskCollector | None = None
+        self._subscriptions: list[Subscription] = []
+        self.risk_state = RiskState.ACTIVE
+        self.state_reason = ""
+        self._reducing_for_daily_loss = False
+        self._hwm = 0.0
+        self._day = -1
+        self._day_start_equity = 0.0
+        self._last_equity = 0.0
+        self._approvals: deque[int] = deque()
+        self._pending: dict[str, _Pending] = {}
+        self._decided: OrderedDict[str, None] = OrderedDict()
+        self.rejections: dict[str, int] = {reason.value: 0 for reason in Reason}
+        self.approved: dict[str, int] = {"BUY": 0, "SELL": 0}
+        self.signals: dict[str, int] = {"BUY": 0, "SELL": 0, "HOLD": 0}
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    @property
+    def portfolio(self) -> PortfolioView:
+        if self._portfolio is None:
+            raise RuntimeError(f"risk manager {self.name!r} has no portfolio yet (not started)")
+        return self._portfolio
+
+    async def on_start(self) -> None:
+        if self._portfolio is None:
+            self._portfolio = portfolio_for(self.bus, self.settings.portfolio)
+            if self._portfolio is None:
+                raise RuntimeError(
+                    f"no portfolio component named {self.settings.portfolio!r} in this engine: "
+                    "add one (type: portfolio) and list it in depends_on"
+                )
+        equity = self.portfolio.equity_quote
+        self._hwm = max(self.portfolio.peak_equity_quote, equity)
+        self._day = self.clock.timestamp_ns() // NANOS_PER_DAY
+        self._day_start_equity = self._last_equity = equity
+        self.evaluate_limits()  # a portfolio rebuilt in drawdown halts before any signal
+        bus = self.bus
+        self._subscriptions = [
+            bus.subscribe(Signal, self._on_signal, name=f"{self.name}.signals"),
+            bus.subscribe(PortfolioUpdate, self._on_portfolio, name=f"{self.name}.portfolio"),
+            bus.subscribe(OrderFilled, self._on_order_done, name=f"{self.name}.fills"),
+            bus.subscribe(OrderFailed, self._on_order_done, name=f"{self.name}.failures"),
+        ]
+        self._collector = _RiskCollector(self)
+        self._metrics_registry.register(self._collector)
+
+    async def on_stop(self) -> None:
+        for sub in self._subscriptions:
+            self.bus.unsubscribe(sub)
+        self._subscriptions = []
+        if self._collector is not None:
+            self._metrics_registry.unregister(self._collector)
+            self._collector = None
+
+    # -- operator controls ---------------------------------------------------------------
+
+    def resume(self) -> None:
+        """Back to ACTIVE; drawdown and the day's loss are measured from equity now."""
+        equity = self.portfolio.equity_quote
+        self._hwm = self._day_start_equity = self._last_equity = equity
+        self._set_state(RiskState.ACTIVE, "resumed by operator")
+
+    def reduce_only(self, reason: str = "operator") -> None:
+        """Allow only position-reducing orders until :meth:`resume` (no effect if HALTED)."""
+        if self.risk_state is not RiskState.HALTED:
+            self._reducing_for_daily_loss = False
+            self._set_state(RiskState.REDUCING, reason)
+
+    def halt(self, reason: str = "operator") -> None:
+        """Refuse every order until :meth:`resume`."""
+        self._set_state(RiskState.HALTED, reason)
+
+    def _set_state(self, state: RiskState, reason: str) -> None:
+        if state is self.risk_state and reason == self.state_reason:
+            return
+        level = "warning" if state is not RiskState.ACTIVE else "info"
+        getattr(self.log, level)(
+            "risk.state", previous=str(self.risk_state), state=str(state), reason=reason
+        )
+        self.risk_state, self.state_reason = state, reason
+        if state is not RiskState.REDUCING:
+            self._reducing_for_daily_loss = False
+
+    # -- limits that change the state ----------------------------------------------------
+
+    def evaluate_limits(self) -> None:
+        """Apply the drawdown kill switch and the daily loss limit to current equity."""
+        equity = self.portfolio.equity_quote
+        day = self.clock.timestamp_ns() // NANOS_PER_DAY
+        if day != self._day:
+            self._day, self._day_start_equity = day, self._last_equity
+            if self._reducing_for_daily_loss:
+                self._set_state(RiskState.ACTIVE, "new UTC day")
+        self._last_equity = equity
+        self._hwm = max(self._hwm, equity)
+        s = self.settings
+        drawdown = drawdown_fraction(self._hwm, equity)
+        if self.risk_state is not RiskState.HALTED and drawdown >= s.max_drawdown_fraction:
+            self._set_state(
+                RiskState.HALTED,
+                f"{Reason.DRAWDOWN_HALT}: drawdown {drawdown:.2%} >= {s.max_drawdown_fraction:.2%}",
+            )
+        limit = s.max_daily_loss_fraction
+        if limit is None or self.risk_state is not RiskState.ACTIVE:
+            return
+        loss = drawdown_fraction(self._day_start_equity, equity)
+        if loss >= limit:
+            self._set_state(
+                RiskState.REDUCING,
+                f"{Reason.DAILY_LOSS_LIMIT}: day's loss {loss:.2%} >= {limit:.2%}",
+            )
+            self._reducing_for_daily_loss = True
+
+    # -- handlers ------------------------------------------------------------------------
+
+    def _on_signal(self, signal: Signal) -> None:
+        decision = self.check(signal)
+        if decision is not None:
+            self.bus.publish_nowait(decision)
+
+    def _on_portfolio(self, _update: PortfolioUpdate) -> None:
+        self.evaluate_limits()
+
+    def _on_order_done(self, event: OrderFilled | OrderFailed) -> None:
+        self._pending.pop(event.order_id, None)
+
+    # -- the decision --------------------------------------------------------------------
+
+    def check(self, signal: Signal) -> OrderRequest | RiskRejected | None:
+        """Size and check one signal: an approved order, a rejection, or None for HOLD.
+
+        An approval is recorded (rate limit, pending exposure) before it is returned.
+        """
+        self.signals[signal.action] += 1
+        if signal.action == "HOLD":
+            return None
+        side: Side = "BUY" if signal.action == "BUY" else "SELL"
+        order_id = order_id_for(signal)
+        try:
+            amount_in, expected_out = self._size_and_check(signal, side, order_id)
+        except Rejected as rejected:
+            self.rejections[rejected.reason] += 1
+            self.log.info(
+                "risk.rejected",
+                reason=str(rejected.reason),
+                detail=rejected.detail,
+                order_id=order_id,
+                correlation_id=signal.correlation_id,
+            )
+            now = self.clock.timestamp_ns()
+            return RiskRejected(
+                ts_event=now,
+                ts_init=now,
+                correlation_id=signal.correlation_id,
+                strategy_id=signal.strategy_id,
+                symbol=signal.symbol,
+                reason=str(rejected.reason),
+                detail=rejected.detail,
+                order_id=order_id,
+            )
+        now = self.clock.timestamp_ns()
+        self._approvals.append(now)
+        self._pending[order_id] = _Pending(signal.symbol, side, amount_in, expected_out)
+        self._remember(order_id)
+        self.approved[side] += 1
+        return OrderRequest(
+            ts_event=now,
+            ts_init=now,
+            correlation_id=signal.correlation_id,
+            order_id=order_id,
+            strategy_id=signal.strategy_id,
+            symbol=signal.symbol,
+            side=side,
+            amount_in=amount_in,
+            max_slippage_bps=self.settings.slippage_tolerance_bps,
+        )
+
+    def _size_and_check(self, signal: Signal, side: Side, order_id: str) -> tuple[int, int]:
+        """``(amount_in, expected_out)`` of the order, or :class:`Rejected`."""
+        s = self.settings
+        inst = self.portfolio.instrument(signal.symbol)
+        if inst is None:
+            raise Rejected(Reason.UNKNOWN_SYMBOL, f"the portfolio holds no {signal.symbol!r}")
+        if order_id in self._decided:
+            raise Rejected(Reason.DUPLICATE_SIGNAL, f"{order_id} was already approved")
+        self.evaluate_limits()
+        if self.risk_state is RiskState.HALTED:
+            raise Rejected(Reason.HALTED, self.state_reason)
+        if self.risk_state is RiskState.REDUCING and side == "BUY":
+            code = (
+                Reason.DAILY_LOSS_LIMIT if self._reducing_for_daily_loss else Reason.REDUCING_ONLY
+            )
+            raise Rejected(code, f"only position-reducing orders: {self.state_reason}")
+        now = self.clock.timestamp_ns()
+        price = self._fresh_price(signal.symbol, now)
+        gas = self.market.gas_price_wei()
+        if (
+            s.max_gas_price_gwei is not None
+            and gas is not None
+            and gas > s.max_gas_price_gwei * GWEI
+        ):
+            raise Rejected(
+                Reason.GAS_PRICE_CAP, f"gas {gas / GWEI:.2f} gwei > {s.max_gas_price_gwei} gwei"
+            )
+        window_start = now - int(s.rate_window_seconds * NANOS_PER_SECOND)
+        while self._approvals and self._approvals[0] <= window_start:
+            self._approvals.popleft()
+        if len(self._approvals) >= s.max_orders_per_window:
+            raise Rejected(
+                Reason.RATE_LIMIT,
+                f"{len(self._approvals)} orders in the last {s.rate_window_seconds:g}s",
+            )
+        if side == "BUY":
+            amount_in, notional = self._size_buy(inst)
+        else:
+            amount_in, notional = self._size_sell(inst, price)
+        if amount_in <= 0 or notional < s.min_order_notional_quote:
+            raise Rejected(
+                Reason.MIN_ORDER_SIZE,
+                f"{notional:.6g} {inst.quote.symbol} < {s.min_order_notional_quote:g}",
+            )
+        quoted = self.market.quote(signal.symbol, side, amount_in)
+        if quoted is None and s.require_pool_reserves:
+            raise Rejected(Reason.NO_POOL_RESERVES, f"no reserves known for {signal.symbol}")
+        if quoted == 0:
+            raise Rejected(Reason.MIN_ORDER_SIZE, "the swap would return nothing")
+        if side == "BUY":
+            expected_out = quoted if quoted is not None else inst.base_for_quote(amount_in, price)
+            self._check_position(inst, expected_out, price)
+        else:
+            expected_out = quoted if quoted is not None else 0
+        reserves = self.market.reserves(signal.symbol)
+        if quoted is not None and reserves is not None:
+            self._check_execution(inst, side, amount_in, quoted, price, reserves)
+        return amount_in, expected_out
+
+    def _fresh_price(self, symbol: str, now: int) -> float:
+        received = self.market.last_bar_time_ns(symbol)
+        price = self.market.last_price(symbol)
+        if received is None or price is None or price <= 0:
+            raise Rejected(Reason.STALE_MARKET_DATA, f"no bar received for {symbol}")
+        age_s = (now - received) / NANOS_PER_SECOND
+        if age_s > self.settings.max_bar_age_seconds:
+            raise Rejected(
+                Reason.STALE_MARKET_DATA,
+                f"last {symbol} bar is {age_s:.0f}s old > {self.settings.max_bar_age_seconds:g}s",
+            )
+        return price
+
+    def _size_buy(self, inst: Instrument) -> tuple[int, float]:
+        s = self.settings
+        quote = inst.quote
+        committed = sum(
+            p.amount_in
+            for p in self._pending.values()
+            if p.side == "BUY" and p.symbol.split("/")[1] == quote.symbol
+        )
+        free = self.portfolio.balance(quote.symbol) - committed
+        if free <= 0:
+            raise Rejected(Reason.INSUFFICIENT_BALANCE, f"free {quote.format(max(free, 0))}")
+        amount_in = min(quote.to_units(s.order_notional_quote), free)
+        notional = quote.to_float(amount_in)
+        if notional > s.max_order_notional_quote:
+            raise Rejected(
+                Reason.MAX_ORDER_NOTIONAL,
+                f"{quote.format(amount_in)} > {s.max_order_notional_quote:g} {quote.symbol}",
+            )
+        return amount_in, notional
+
+    def _size_sell(self, inst: Instrument, price: float) -> tuple[int, float]:
+        s = self.settings
+        base = inst.base
+        committed = sum(
+            p.amount_in
+            for p in self._pending.values()
+            if p.side == "SELL" and p.symbol == inst.symbol
+        )
+        free = self.portfolio.balance(base.symbol) - committed
+        if free <= 0:
+            raise Rejected(Reason.NO_POSITION, f"no free {base.symbol} to sell")
+        amount_in = int(Fraction(free) * Fraction(s.sell_fraction))
+        cap = inst.base_for_quote(inst.quote.to_units(s.max_order_notional_quote), price)
+        amount_in = min(amount_in, cap)
+        return amount_in, inst.quote_value(amount_in, price)
+
+    def _check_position(self, inst: Instrument, expected_out: int, price: float) -> None:
+        s = self.settings
+        pending = sum(
+            p.expected_out
+            for p in self._pending.values()
+            if p.side == "BUY" and p.symbol == inst.symbol
+        )
+        projected = self.portfolio.balance(inst.base.symbol) + pending + expected_out
+        if s.max_position_base is not None and projected > inst.base.to_units(s.max_position_base):
+            raise Rejected(
+                Reason.MAX_POSITION,
+                f"position would be {inst.base.format(projected)} > {s.max_position_base:g}",
+            )
+        value = inst.quote_value(projected, price)
+        if s.max_position_quote is not None and value > s.max_position_quote:
+            raise Rejected(
+                Reason.MAX_POSITION,
+                f"position would be worth {value:.2f} {inst.quote.symbol} "
+                f"> {s.max_position_quote:g}",
+            )
+
+    def _check_execution(
+        self,
+        inst: Instrument,
+        side: Side,
+        amount_in: int,
+        amount_out: int,
+        price: float,
+        reserves: tuple[int, int],
+    ) -> None:
+        """Price impact against the pool's mid, slippage against the last bar close."""
+        s = self.settings
+        base_reserve, quote_reserve = reserves
+        if side == "BUY":
+            base_units, quote_units = amount_out, amount_in
+            reserve_in, reserve_out = quote_reserve, base_reserve
+        else:
+            base_units, quote_units = amount_in, amount_out
+            reserve_in, reserve_out = base_reserve, quote_reserve
+        # Same definition as adapters.execution.amm.price_impact_bps, from the quote.
+        impact = float((1 - Fraction(amount_out * reserve_in, amount_in * reserve_out)) * 10_000)
+        if impact > s.max_price_impact_bps:
+            raise Rejected(
+                Reason.MAX_PRICE_IMPACT, f"{impact:.1f} bps > {s.max_price_impact_bps:g} bps"
+            )
+        execution = Fraction(quote_units, base_units)
+        reference = inst.raw_price(price)
+        ratio = execution / reference if side == "BUY" else reference / execution
+        slippage = float((ratio - 1) * 10_000)
+        if slippage > s.max_slippage_bps:
+            raise Rejected(
+                Reason.MAX_SLIPPAGE,
+                f"expected {inst.human_price(execution):.6g} vs last {price:.6g}: "
+                f"{slippage:.1f} bps > {s.max_slippage_bps:g} bps",
+            )
+
+    def _remember(self, order_id: str) -> None:
+        self._decided[order_id] = None
+        if len(self._decided) > _REMEMBERED_ORDERS:
+            self._decided.popitem(last=False)
+
+
+class _RiskCollector(Collector):
+    """Rejections by reason, approvals by side, signals by action, and the risk state."""
+
+    def __init__(self, risk: RiskManager) -> None:
+        self.risk = risk
+
+    def collect(self) -> Iterator[Metric]:
+        r = self.risk
+        rejections = CounterMetricFamily(
+            "trade_engine_risk_rejections",
+            "Signals the risk manager rejected, by reason.",
+            labels=["reason"],
+        )
+        for reason, count in sorted(r.rejections.items()):
+            rejections.add_metric([reason], count)
+        yield rejections
+        orders = CounterMetricFamily(
+            "trade_engine_risk_orders",
+            "Orders the risk manager approved, by side.",
+            labels=["side"],
+        )
+        for side, count in sorted(r.approved.items()):
+            orders.add_metric([side], count)
+        yield orders
+        signals = CounterMetricFamily(
+            "trade_engine_risk_signals",
+            "Signals received by the risk manager, by action.",
+            labels=["action"],
+        )
+        for action, count in sorted(r.signals.items()):
+            signals.add_metric([action], count)
+        yield signals
+        state = GaugeMetricFamily(
+            "trade_engine_risk_state", "Risk state (1 = current state).", labels=["state"]
+        )
+        for candidate in RiskState:
+            state.add_metric([candidate.value], 1.0 if r.risk_state is candidate else 0.0)
+        yield state

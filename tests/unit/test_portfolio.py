@@ -1,0 +1,281 @@
+"""Portfolio accounting: fills, fees, gas, marks, PnL, peak and drawdown."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry
+from pydantic import ValidationError
+
+from engine.bus import EventBus
+from engine.clock import SimulatedClock
+from engine.config import Secrets
+from engine.events import Bar, OrderFilled, PortfolioUpdate
+from engine.portfolio import Portfolio, PortfolioConfig, portfolio_for
+from engine.registry import ComponentContext
+
+USDC = 10**6
+ETH = 10**18
+WETH_USDC = {"symbol": "WETH/USDC", "base_decimals": 18, "quote_decimals": 6}
+
+
+def bar(close: float, symbol: str = "WETH/USDC", ts: int = 1) -> Bar:
+    return Bar(
+        ts_event=ts,
+        ts_init=ts,
+        correlation_id=f"bar-{ts}",
+        symbol=symbol,
+        timeframe="1h",
+        open=close,
+        high=close,
+        low=close,
+        close=close,
+        volume=0.0,
+    )
+
+
+def fill(
+    side: str,
+    amount_in: int,
+    amount_out: int,
+    price: float,
+    *,
+    fee_paid: int = 0,
+    gas_cost_wei: int = 0,
+    symbol: str = "WETH/USDC",
+    order_id: str = "o",
+) -> OrderFilled:
+    return OrderFilled(
+        ts_event=2,
+        ts_init=2,
+        correlation_id=f"c-{order_id}",
+        order_id=order_id,
+        symbol=symbol,
+        side=side,  # type: ignore[arg-type]
+        amount_in=amount_in,
+        amount_out=amount_out,
+        price=price,
+        fee_paid=fee_paid,
+        gas_cost_wei=gas_cost_wei,
+    )
+
+
+def make_portfolio(
+    instruments: tuple[dict[str, object], ...] = (WETH_USDC,),
+    balances: dict[str, object] | None = None,
+    **extra: object,
+) -> tuple[Portfolio, EventBus, CollectorRegistry]:
+    bus = EventBus()
+    registry = CollectorRegistry()
+    context = ComponentContext(bus, SimulatedClock(0), registry, Secrets())
+    config = PortfolioConfig.model_validate(
+        {
+            "instruments": instruments,
+            "initial_balances": {"USDC": 10_000} if balances is None else balances,
+            **extra,
+        }
+    )
+    return Portfolio("portfolio", config, context), bus, registry
+
+
+async def test_hand_computed_sequence_of_marks_and_fills():
+    portfolio, bus, _ = make_portfolio()
+    await portfolio.start()
+
+    bus.publish_nowait(bar(2_000.0))
+    assert portfolio.equity_quote == 10_000.0
+
+    bus.publish_nowait(fill("BUY", 2_000 * USDC, ETH, 2_000.0, fee_paid=6 * USDC))
+    assert portfolio.balances == {"USDC": 8_000 * USDC, "WETH": ETH}
+    assert portfolio.equity_quote == pytest.approx(10_000.0)
+
+    bus.publish_nowait(bar(2_100.0))
+    assert portfolio.equity_quote == pytest.approx(10_100.0)
+    assert portfolio.peak_equity_quote == pytest.approx(10_100.0)
+    assert portfolio.position("WETH/USDC").unrealised_pnl == pytest.approx(100.0)
+
+    # second buy at 2,200 with 0.001 ETH of gas, charged at the WETH mark (2,100)
+    bus.publish_nowait(
+        fill("BUY", 2_200 * USDC, ETH, 2_200.0, fee_paid=6_600_000, gas_cost_wei=ETH // 1_000)
+    )
+    position = portfolio.position("WETH/USDC")
+    assert position.average_entry == pytest.approx(2_100.0)
+    assert portfolio.gas_charged_quote == pytest.approx(2.1)
+    assert portfolio.equity_quote == pytest.approx(5_800 + 2 * 2_100 - 2.1)
+
+    bus.publish_nowait(bar(2_000.0))
+    assert portfolio.equity_quote == pytest.approx(9_797.9)
+    assert portfolio.drawdown == pytest.approx(302.1 / 10_100)
+
+    bus.publish_nowait(fill("SELL", ETH, 2_050 * USDC, 2_050.0, fee_paid=3 * ETH // 1_000))
+    position = portfolio.position("WETH/USDC")
+    assert position.realised_pnl == pytest.approx(-50.0)
+    assert position.average_entry == pytest.approx(2_100.0)
+    assert position.unrealised_pnl == pytest.approx(-100.0)
+    assert portfolio.balances == {"USDC": 7_850 * USDC, "WETH": ETH}
+    assert portfolio.equity_quote == pytest.approx(9_847.9)
+    assert portfolio.equity_quote == pytest.approx(
+        portfolio.initial_equity_quote
+        + portfolio.realised_pnl
+        + portfolio.unrealised_pnl
+        - portfolio.gas_charged_quote
+    )
+    assert portfolio.fees_paid_quote == pytest.approx(6 + 6.6 + 6.15)
+    assert portfolio.peak_equity_quote == pytest.approx(10_100.0)
+    assert portfolio.fills == {"BUY": 2, "SELL": 1}
+
+
+async def test_fee_is_inside_the_fill_amounts_and_not_subtracted_again():
+    portfolio, bus, _ = make_portfolio()
+    await portfolio.start()
+    bus.publish_nowait(fill("BUY", 1_000 * USDC, ETH // 2, 2_000.0, fee_paid=3 * USDC))
+    assert portfolio.balance("USDC") == 9_000 * USDC
+    assert portfolio.balance("WETH") == ETH // 2
+
+
+async def test_every_bar_and_fill_publishes_an_update_carrying_the_correlation_id():
+    portfolio, bus, _ = make_portfolio()
+    updates: list[PortfolioUpdate] = []
+    bus.subscribe(PortfolioUpdate, updates.append)
+    await portfolio.start()
+    bus.publish_nowait(bar(2_000.0, ts=5))
+    bus.publish_nowait(fill("BUY", 1_000 * USDC, ETH // 2, 2_000.0, order_id="x"))
+    bus.publish_nowait(bar(1_000.0, symbol="WBTC/USDC"))  # not held: no update
+    assert [u.correlation_id for u in updates] == ["bar-5", "c-x"]
+    last = updates[-1]
+    assert last.balances == {"USDC": 9_000 * USDC, "WETH": ETH // 2}
+    assert last.equity_quote == pytest.approx(10_000.0)
+    assert last.peak_equity_quote == pytest.approx(10_000.0)
+    assert last.drawdown == 0.0
+
+
+async def test_gas_is_not_charged_without_an_eth_price_but_is_summed_in_wei():
+    btc = {"symbol": "WBTC/USDT", "base_decimals": 8, "quote_decimals": 6}
+    portfolio, bus, _ = make_portfolio((btc,), {"USDT": 1_000})
+    await portfolio.start()
+    bus.publish_nowait(bar(50_000.0, symbol="WBTC/USDT"))
+    bus.publish_nowait(
+        fill("BUY", 500 * 10**6, 10**6, 50_000.0, symbol="WBTC/USDT", gas_cost_wei=10**15)
+    )
+    assert portfolio.gas_paid_wei == 10**15
+    assert portfolio.gas_uncharged_wei == 10**15
+    assert portfolio.gas_charged_quote == 0.0
+    assert portfolio.equity_quote == pytest.approx(1_000.0)
+
+
+async def test_gas_is_charged_at_the_configured_eth_price():
+    btc = {"symbol": "WBTC/USDT", "base_decimals": 8, "quote_decimals": 6}
+    portfolio, bus, _ = make_portfolio((btc,), {"USDT": 1_000}, eth_price_quote=3_000.0)
+    await portfolio.start()
+    bus.publish_nowait(bar(50_000.0, symbol="WBTC/USDT"))
+    bus.publish_nowait(
+        fill("BUY", 500 * 10**6, 10**6, 50_000.0, symbol="WBTC/USDT", gas_cost_wei=10**15)
+    )
+    assert portfolio.gas_charged_quote == pytest.approx(3.0)
+    assert portfolio.equity_quote == pytest.approx(997.0)
+
+
+async def test_gas_is_charged_one_to_one_when_the_quote_is_weth():
+    pepe = {"symbol": "PEPE/WETH", "base_decimals": 18, "quote_decimals": 18}
+    portfolio, bus, _ = make_portfolio((pepe,), {"WETH": 2})
+    await portfolio.start()
+    bus.publish_nowait(fill("BUY", ETH, 10**24, 1e-6, symbol="PEPE/WETH", gas_cost_wei=10**16))
+    assert portfolio.gas_charged_quote == pytest.approx(0.01)
+
+
+async def test_initial_base_holding_takes_the_first_mark_as_its_cost_basis():
+    portfolio, bus, _ = make_portfolio(balances={"USDC": 0, "WETH": 2})
+    await portfolio.start()
+    assert portfolio.equity_quote == 0.0  # nothing to value it with yet
+    bus.publish_nowait(bar(1_500.0))
+    assert portfolio.equity_quote == pytest.approx(3_000.0)
+    assert portfolio.position("WETH/USDC").average_entry == pytest.approx(1_500.0)
+    bus.publish_nowait(fill("SELL", ETH, 1_600 * USDC, 1_600.0))
+    assert portfolio.realised_pnl == pytest.approx(100.0)
+
+
+async def test_selling_everything_realises_the_whole_pnl_and_clears_the_cost():
+    portfolio, bus, _ = make_portfolio()
+    await portfolio.start()
+    bus.publish_nowait(bar(2_000.0))
+    bus.publish_nowait(fill("BUY", 2_000 * USDC, ETH, 2_000.0))
+    bus.publish_nowait(fill("SELL", ETH, 1_900 * USDC, 1_900.0))
+    position = portfolio.position("WETH/USDC")
+    assert position.base_units == 0
+    assert position.average_entry is None
+    assert position.unrealised_pnl == 0.0
+    assert portfolio.realised_pnl == pytest.approx(-100.0)
+
+
+async def test_metrics_expose_equity_drawdown_balances_and_fills():
+    portfolio, bus, registry = make_portfolio()
+    await portfolio.start()
+    bus.publish_nowait(bar(2_000.0))
+    bus.publish_nowait(fill("BUY", 2_000 * USDC, ETH, 2_000.0))
+    bus.publish_nowait(bar(1_000.0))
+    value = registry.get_sample_value
+    assert value("trade_engine_portfolio_equity_quote") == pytest.approx(9_000.0)
+    assert value("trade_engine_portfolio_drawdown") == pytest.approx(0.1)
+    assert value("trade_engine_portfolio_balance", {"token": "WETH"}) == 1.0
+    assert value("trade_engine_portfolio_fills_total", {"side": "BUY"}) == 1.0
+    await portfolio.stop()
+    assert value("trade_engine_portfolio_equity_quote") is None
+
+
+def test_portfolio_is_found_by_name_on_its_engine_bus():
+    portfolio, bus, _ = make_portfolio()
+    assert portfolio_for(bus, "portfolio") is portfolio
+    assert portfolio_for(bus, "other") is None
+    assert portfolio_for(EventBus(), "portfolio") is None
+
+
+def test_config_refuses_instruments_with_different_quotes_and_unknown_balance_tokens():
+    with pytest.raises(ValidationError, match="one quote token"):
+        PortfolioConfig.model_validate(
+            {"instruments": [WETH_USDC, {"symbol": "WBTC/USDT"}], "initial_balances": {}}
+        )
+    with pytest.raises(ValidationError, match="not a token"):
+        PortfolioConfig.model_validate({"instruments": [WETH_USDC], "initial_balances": {"DAI": 1}})
+    with pytest.raises(ValidationError, match="extra"):
+        PortfolioConfig.model_validate({"instruments": [WETH_USDC], "leverage": 3})
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    trades=st.lists(
+        st.tuples(
+            st.sampled_from(["BUY", "SELL"]),
+            st.integers(1, 3_000),  # quote tokens per buy, or per mille of the position sold
+            st.floats(500.0, 5_000.0),  # price of the fill and the bar after it
+            st.integers(0, 10**15),  # gas in wei
+        ),
+        max_size=25,
+    )
+)
+def test_equity_always_equals_start_plus_realised_plus_unrealised_minus_gas(trades):
+    portfolio, _, _ = make_portfolio()
+    portfolio.mark(bar(2_000.0))
+    for side, size, price, gas in trades:
+        if side == "BUY":
+            spend = min(size * USDC, portfolio.balance("USDC"))
+            if spend <= 0:
+                continue
+            got = int(spend * ETH // USDC / price)
+            portfolio.apply_fill(fill("BUY", spend, got, price, gas_cost_wei=gas))
+        else:
+            sell = portfolio.balance("WETH") * min(size, 1_000) // 1_000
+            if sell <= 0:
+                continue
+            proceeds = int(sell * price * USDC // ETH)
+            portfolio.apply_fill(fill("SELL", sell, proceeds, price, gas_cost_wei=gas))
+        portfolio.mark(bar(price))
+        expected = (
+            portfolio.initial_equity_quote
+            + portfolio.realised_pnl
+            + portfolio.unrealised_pnl
+            - portfolio.gas_charged_quote
+        )
+        assert portfolio.equity_quote == pytest.approx(expected, rel=1e-9, abs=1e-6)
+        assert portfolio.peak_equity_quote >= portfolio.equity_quote
+        assert 0.0 <= portfolio.drawdown < 1.0
