@@ -99,6 +99,14 @@ class RiskRejected(Event, frozen=True, kw_only=True, tag=True):
     order_id: str = ""
 
 
+class RiskStateChanged(Event, frozen=True, kw_only=True, tag=True):
+    """The risk manager moved between ACTIVE, REDUCING and HALTED."""
+
+    previous: str
+    state: str
+    reason: str = ""
+
+
 class OrderSubmitted(Event, frozen=True, kw_only=True, tag=True):
     """The executor handed the order to the venue (for a DEX: a signed, sent transaction)."""
 
@@ -171,6 +179,7 @@ AnyEvent = (
     | Signal
     | OrderRequest
     | RiskRejected
+    | RiskStateChanged
     | OrderSubmitted
     | OrderFilled
     | OrderFailed

@@ -40,6 +40,7 @@ from engine.events import (
     OrderRequest,
     PortfolioUpdate,
     RiskRejected,
+    RiskStateChanged,
     Side,
     Signal,
 )
@@ -206,9 +207,17 @@ class RiskManager(Component):
     def _set_state(self, state: RiskState, reason: str) -> None:
         if state is self.risk_state and reason == self.state_reason:
             return
-        level = "warning" if state is not RiskState.ACTIVE else "info"
-        getattr(self.log, level)(
-            "risk.state", previous=str(self.risk_state), state=str(state), reason=reason
+        emit = self.log.warning if state is not RiskState.ACTIVE else self.log.info
+        emit("risk.state", previous=str(self.risk_state), state=str(state), reason=reason)
+        now = self.clock.timestamp_ns()
+        self.bus.publish_nowait(
+            RiskStateChanged(
+                ts_event=now,
+                ts_init=now,
+                previous=str(self.risk_state),
+                state=str(state),
+                reason=reason,
+            )
         )
         self.risk_state, self.state_reason = state, reason
         if state is not RiskState.REDUCING:

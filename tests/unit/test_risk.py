@@ -28,6 +28,7 @@ from engine.events import (
     OrderFilled,
     OrderRequest,
     RiskRejected,
+    RiskStateChanged,
     Signal,
 )
 from engine.market_view import BusMarketView
@@ -369,8 +370,11 @@ async def test_drawdown_over_the_limit_halts_and_rejects_everything_with_halted_
             "max_daily_loss_fraction": None,
         }
     )
+    changes: list[RiskStateChanged] = []
+    rig.bus.subscribe(RiskStateChanged, changes.append)
     assert isinstance(rig.signal("BUY"), OrderRequest)
     rig.bar(1_100.0)  # the half in WETH lost 45%: about 22.5% drawdown
+    assert [(c.previous, c.state) for c in changes] == [("ACTIVE", "HALTED")]  # journalled
     assert rig.portfolio.drawdown >= 0.2
     assert rig.risk.risk_state is RiskState.HALTED
     assert "DRAWDOWN_HALT" in rig.risk.state_reason
