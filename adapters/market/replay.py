@@ -105,6 +105,13 @@ class ReplayMarketData(Component):
         )
 
     async def on_all_started(self) -> None:
+        assert self._frame is not None
+        clock = self.clock
+        if isinstance(clock, SimulatedClock) and len(self._frame):
+            first_open = int(self._frame["timestamp"].iloc[0].value)
+            if clock.timestamp_ns() < first_open:
+                # Simulated time starts where the data starts, not at the epoch.
+                clock.jump_to(first_open)
         self._task = asyncio.create_task(self._run(), name=f"replay:{self.name}")
 
     async def on_stop(self) -> None:

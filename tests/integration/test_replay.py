@@ -14,7 +14,7 @@ from engine.bus import EventBus
 from engine.clock import LiveClock, SimulatedClock
 from engine.component import ComponentGraph, ComponentState
 from engine.config import Secrets, parse_engine_config
-from engine.events import Bar, Features
+from engine.events import Bar, Features, Heartbeat
 from engine.registry import ComponentContext
 from strategies.feature_engine import FeatureEngine, FeatureEngineConfig
 from strategies.features import FEATURE_SETS
@@ -158,3 +158,28 @@ async def test_replay_drives_a_component_graph_under_simulated_clock():
     await graph.stop()
     assert replay.state is ComponentState.STOPPED
     assert ctx.bus.published[Features] == replay.published - 49
+
+
+async def test_simulated_replay_starts_the_clock_at_the_data_not_at_the_epoch():
+    """A one-second heartbeat must not fire for every second since 1970."""
+    from engine.heartbeat import HeartbeatConfig, HeartbeatSource
+
+    clock = SimulatedClock()  # starts at the epoch
+    ctx = context(clock)
+    beats: list[int] = []
+    ctx.bus.subscribe(Heartbeat, lambda e: beats.append(e.ts_event))
+    heartbeat = HeartbeatSource("heartbeat", HeartbeatConfig(interval_seconds=3600), ctx)
+    replay = ReplayMarketData(
+        "market",
+        ReplayConfig(path="samples/BTC-USD_1d.csv", symbol="BTC/USD", start="2022-12-01"),
+        ctx,
+    )
+    graph = ComponentGraph([heartbeat, replay])
+    started = time.perf_counter()
+    await graph.start()
+    await asyncio.wait_for(replay.finished.wait(), 10)
+    await graph.stop()
+    assert time.perf_counter() - started < 5
+    # Hourly beats over December 2022 only, both ends included.
+    assert len(beats) == 24 * 31 + 1  # every hour from Dec 1st 00:00 to Jan 1st 00:00
+    assert min(beats) > 1_669_852_800 * 10**9  # after 2022-12-01T00:00Z

@@ -104,3 +104,17 @@ async def test_live_alert_fires_once():
     await asyncio.sleep(0.05)
     assert len(fired) == 1
     assert clock.timer_names == []
+
+
+def test_jump_to_skips_what_lies_between_and_restarts_repeating_timers():
+    clock = SimulatedClock(start_ns=0)
+    fired: list[int] = []
+    clock.set_timer("beat", 1_000, lambda e: fired.append(e.scheduled_ns))
+    clock.set_alert("later", 10**12 + 500, lambda e: fired.append(e.scheduled_ns))
+    clock.jump_to(10**12 + 1)  # from the epoch to "2001": nothing fires on the way
+    assert fired == []
+    clock.advance_to(10**12 + 2_000)
+    # The beat keeps its own grid (multiples of 1,000); the alert keeps its time.
+    assert fired == [10**12 + 500, 10**12 + 1_000, 10**12 + 2_000]
+    with pytest.raises(ValueError, match="cannot go back"):
+        clock.jump_to(5)
