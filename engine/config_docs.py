@@ -66,6 +66,8 @@ def _default(field: FieldInfo) -> str:
     value = factory() if factory is not None else field.default  # type: ignore[call-arg]
     if value is PydanticUndefined:
         return "*required*"
+    if value is None:
+        return "`null`"
     if isinstance(value, BaseModel):
         return "(section)"
     if isinstance(value, enum.Enum):

@@ -1,14 +1,15 @@
-"""A component that publishes a Heartbeat event on a clock timer.
+"""A component that publishes a Heartbeat event on a wall-clock timer.
 
-It shows, on the bus and in metrics, that the loop is turning; in this first
-version of the daemon it is also the only source of events.
+It shows, on the bus and in metrics, that the process and its loop are turning. That
+is a fact about the process, so the timer runs on wall time even when the engine's
+clock is simulated: a replay of two years must not emit a beat per simulated second.
 """
 
 from __future__ import annotations
 
 from pydantic import Field
 
-from engine.clock import NANOS_PER_SECOND, TimerFired
+from engine.clock import NANOS_PER_SECOND, LiveClock, TimerFired
 from engine.component import Component
 from engine.config import StrictModel
 from engine.events import Heartbeat
@@ -20,7 +21,7 @@ class HeartbeatConfig(StrictModel):
 
 
 class HeartbeatSource(Component):
-    """Publishes a `Heartbeat` event every `interval_seconds` of clock time."""
+    """Publishes a `Heartbeat` event every `interval_seconds` of wall time."""
 
     Config = HeartbeatConfig
 
@@ -34,12 +35,13 @@ class HeartbeatSource(Component):
         super().__init__(name, context.bus, context.clock, depends_on)
         self.interval_ns = int(settings.interval_seconds * NANOS_PER_SECOND)
         self.count = 0
+        self._wall = LiveClock()
 
     async def on_start(self) -> None:
-        self.clock.set_timer(self._timer_name, self.interval_ns, self._beat)
+        self._wall.set_timer(self._timer_name, self.interval_ns, self._beat)
 
     async def on_stop(self) -> None:
-        self.clock.cancel_timer(self._timer_name)
+        self._wall.cancel_timer(self._timer_name)
 
     @property
     def _timer_name(self) -> str:

@@ -15,11 +15,23 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from adapters.market.replay import resolve_data_path
 from engine.component import Component
 from engine.config import StrictModel
 from engine.events import Action, Confidence, Features, Signal
 from engine.registry import ComponentContext
+from strategies.model import TrainSettings
+from strategies.model_registry import ModelRegistry
 from strategies.serving import ServingModel
+from strategies.train import train_from_file
+
+
+class FirstModelConfig(StrictModel):
+    data: str = Field(description="Candle file to train on; `samples/NAME` for bundled data.")
+    until: str | None = Field(
+        None, description="Train only on candles opening before this time (ISO-8601)."
+    )
+    time_limit: float = Field(60.0, gt=0, description="AutoGluon time budget in seconds.")
 
 
 class MLDirectionConfig(StrictModel):
@@ -32,6 +44,9 @@ class MLDirectionConfig(StrictModel):
     medium_confidence: float = Field(0.5, ge=0.5, lt=1, description="`medium` above this.")
     trade_on: Literal["high", "medium"] = Field(
         "high", description="Lowest confidence that makes the rule BUY or SELL."
+    )
+    train_if_missing: FirstModelConfig | None = Field(
+        None, description="When the registry has no model yet, train one first (logged)."
     )
 
     @model_validator(mode="after")
@@ -60,12 +75,40 @@ class MLDirectionStrategy(Component):
 
     async def on_start(self) -> None:
         s = self.settings
+        if s.train_if_missing and ModelRegistry(s.models_dir).current(s.model) is None:
+            await self._train_first_model(s.train_if_missing)
         self.model = await asyncio.to_thread(
             ServingModel.load, s.models_dir, s.model, s.version, s.feature_set
         )
         self.log.info("strategy.model_loaded", model=self.model.label, best=self.model.model_name)
         self._subscription = self.bus.subscribe(
             Features, self.on_features, name=f"{self.name}.on_features"
+        )
+
+    async def _train_first_model(self, first: FirstModelConfig) -> None:
+        s = self.settings
+        path = resolve_data_path(first.data)
+        self.log.warning(
+            "strategy.training_first_model",
+            message=f"no model {s.model!r} in {s.models_dir}: training one now on {path} "
+            f"(until {first.until or 'the end'}, {first.time_limit:g} s budget); "
+            "train properly with `trade-engine train`",
+        )
+        settings = TrainSettings(feature_set=s.feature_set, time_limit=first.time_limit)
+        result = await asyncio.to_thread(
+            train_from_file,
+            path,
+            settings,
+            ModelRegistry(s.models_dir),
+            s.model,
+            True,
+            False,
+            first.until,
+        )
+        self.log.warning(
+            "strategy.first_model_trained",
+            model=f"{result.model.name}/{result.model.version}",
+            tuning_accuracy=round(result.tuning_accuracy, 4),
         )
 
     async def on_stop(self) -> None:

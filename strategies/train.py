@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 
 from adapters.market.candles import read_candles
+from adapters.market.replay import utc_timestamp
 from strategies.labels import make_dataset
 from strategies.model import (
     TrainSettings,
@@ -125,8 +126,12 @@ def train_from_file(
     name: str,
     promote: bool = True,
     show_progress: bool = False,
+    until: str | None = None,
 ) -> TrainResult:
+    """Train on a candle file, on the candles opening before ``until`` when given."""
     frame, timeframe, gaps = read_candles(data)
+    if until is not None:
+        frame = frame.loc[frame["timestamp"] < utc_timestamp(until)].reset_index(drop=True)
     description = {
         "path": str(data),
         "sha256": file_sha256(data),
@@ -134,5 +139,6 @@ def train_from_file(
         "rows": len(frame),
         "gaps": gaps.gaps,
         "missing_candles": gaps.missing_candles,
+        "until": until,
     }
     return train_and_register(frame, settings, registry, name, description, promote, show_progress)

@@ -30,7 +30,12 @@ def problems_of(path: Path) -> list[str]:
 
 def test_shipped_default_config_is_valid():
     config = load_engine_config(ROOT / "config" / "engine.yaml")
-    assert [c.name for c in config.components] == ["heartbeat", "market", "features"]
+    # Until the DEX demo lands, the default config is the paper-trading loop.
+    assert (ROOT / "config" / "engine.yaml").resolve() == ROOT / "config" / "paper.yaml"
+    assert [c.type for c in config.components] == [
+        "journal", "heartbeat", "replay", "features", "ml_direction",
+        "portfolio", "paper_executor", "risk",
+    ]  # fmt: skip
     assert config.api.host == "127.0.0.1"
 
 
