@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import multiprocessing as mp
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -105,7 +107,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         models = Path(tmp) / "models"
         settings = TrainSettings(feature_set="stationary", time_limit=args.time_limit)
-        trained = train_from_file(HOURLY, settings, ModelRegistry(models), "btc", until=SPLIT)
+        # Trained in another process, as the daemon and `trade-engine train` do.
+        ctx = mp.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+            trained = pool.submit(
+                train_from_file, HOURLY, settings, ModelRegistry(models), "btc", until=SPLIT
+            ).result()
         result = asyncio.run(run_loop(models, Path(tmp) / "journal.sqlite"))
 
     latencies = np.array(result["latencies_ns"]) / 1e6

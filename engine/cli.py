@@ -28,6 +28,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "adapters.market.cli",
     "adapters.chain.cli",
     "strategies.cli",
+    "strategies.research.cli",
 )
 
 

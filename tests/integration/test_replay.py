@@ -14,7 +14,7 @@ from engine.bus import EventBus
 from engine.clock import LiveClock, SimulatedClock
 from engine.component import ComponentGraph, ComponentState
 from engine.config import Secrets, parse_engine_config
-from engine.events import Bar, Features, Heartbeat
+from engine.events import Bar, Features
 from engine.registry import ComponentContext
 from strategies.feature_engine import FeatureEngine, FeatureEngineConfig
 from strategies.features import FEATURE_SETS
@@ -161,25 +161,22 @@ async def test_replay_drives_a_component_graph_under_simulated_clock():
 
 
 async def test_simulated_replay_starts_the_clock_at_the_data_not_at_the_epoch():
-    """A one-second heartbeat must not fire for every second since 1970."""
-    from engine.heartbeat import HeartbeatConfig, HeartbeatSource
-
+    """An hourly clock timer must not fire for every hour since 1970."""
     clock = SimulatedClock()  # starts at the epoch
     ctx = context(clock)
-    beats: list[int] = []
-    ctx.bus.subscribe(Heartbeat, lambda e: beats.append(e.ts_event))
-    heartbeat = HeartbeatSource("heartbeat", HeartbeatConfig(interval_seconds=3600), ctx)
+    fired: list[int] = []
+    clock.set_timer("hourly", 3600 * 10**9, lambda e: fired.append(e.scheduled_ns))
     replay = ReplayMarketData(
         "market",
         ReplayConfig(path="samples/BTC-USD_1d.csv", symbol="BTC/USD", start="2022-12-01"),
         ctx,
     )
-    graph = ComponentGraph([heartbeat, replay])
+    graph = ComponentGraph([replay])
     started = time.perf_counter()
     await graph.start()
     await asyncio.wait_for(replay.finished.wait(), 10)
     await graph.stop()
     assert time.perf_counter() - started < 5
-    # Hourly beats over December 2022 only, both ends included.
-    assert len(beats) == 24 * 31 + 1  # every hour from Dec 1st 00:00 to Jan 1st 00:00
-    assert min(beats) == 1_669_852_800 * 10**9  # 2022-12-01T00:00Z, not 1970
+    # Hourly over December 2022 only, both ends included, on the timer's own grid.
+    assert len(fired) == 24 * 31 + 1
+    assert min(fired) == 1_669_852_800 * 10**9  # 2022-12-01T00:00Z, not 1970
