@@ -7,7 +7,7 @@ and the ``<symbol>@kline_<interval>`` websocket stream), so the real ccxt client
 its request building, parsing, error mapping and rate limiter — is what gets exercised;
 only the host differs (see :meth:`FakeBinance.api_base_url`).
 
-It serves real candles (Binance BTC/USDT hourly from ``/work/shared/data``) and is
+It serves real candles (Binance BTC/USDT hourly, the bundled sample) and is
 scriptable: ``now_ms`` decides which candles exist and which one is still forming,
 :meth:`fail_next` injects HTTP errors such as 429 or 503, :meth:`go_offline` drops
 every connection until :meth:`go_online`, and :attr:`requests` records what was asked.
@@ -27,7 +27,10 @@ from pathlib import Path
 import pandas as pd
 from aiohttp import WSMsgType, web
 
-SHARED_HOURLY = Path("/work/shared/data/BTC-USDT_1h.csv.gz")
+from adapters.market.replay import SAMPLES_DIR
+
+# The bundled copy of the shared Binance BTC/USDT hourly file (same sha256).
+SHARED_HOURLY = SAMPLES_DIR / "BTC-USDT_1h.csv.gz"
 HOUR_MS = 3_600_000
 INTERVAL_MS = {"1m": 60_000, "5m": 300_000, "15m": 900_000, "1h": HOUR_MS, "1d": 86_400_000}
 
