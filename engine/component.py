@@ -10,15 +10,17 @@ reverse.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from enum import StrEnum
-from typing import NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import structlog
 
-from engine.bus import EventBus
+from engine.bus import EventBus, Subscription
 from engine.clock import Clock
-from engine.events import ComponentStateChanged
+from engine.events import ComponentStateChanged, Event
+
+E = TypeVar("E", bound=Event)
 
 log = structlog.get_logger("engine.component")
 
@@ -70,6 +72,7 @@ class Component:
         self._state = ComponentState.READY
         self._reason = ""
         self._since_ns = clock.timestamp_ns()
+        self._subscriptions: list[Subscription] = []
 
     @property
     def state(self) -> ComponentState:
@@ -90,6 +93,20 @@ class Component:
         Sources (market data) begin publishing here rather than in ``on_start``, so no
         subscriber misses the first events whatever the start order.
         """
+
+    def subscribe(
+        self, event_type: type[E], handler: Callable[[E], Any], **options: Any
+    ) -> Subscription:
+        """Subscribe on the bus for this component; undone automatically when it stops."""
+        options.setdefault("name", f"{self.name}.{getattr(handler, '__name__', 'handler')}")
+        sub = self.bus.subscribe(event_type, handler, **options)
+        self._subscriptions.append(sub)
+        return sub
+
+    def _unsubscribe_all(self) -> None:
+        for sub in self._subscriptions:
+            self.bus.unsubscribe(sub)
+        self._subscriptions.clear()
 
     async def start(self) -> None:
         self._transition(S.STARTING)
@@ -112,6 +129,8 @@ class Component:
         except Exception as exc:
             self._transition(S.FAULTED, f"stop failed: {type(exc).__name__}: {exc}")
             raise
+        finally:
+            self._unsubscribe_all()
         self._transition(S.STOPPED)
 
     def degrade(self, reason: str) -> None:

@@ -174,7 +174,7 @@ class Journal(Component):
         self._last_commit = time.monotonic()
         self._flusher: asyncio.Task[None] | None = None
         # Subscribed here, not in on_start: the journal must be the bus's first subscriber.
-        self._subscription = self.bus.subscribe(Event, self.append, name=f"{name}.append")
+        self.subscribe(Event, self.append, name=f"{name}.append")
 
     async def on_start(self) -> None:
         self._flusher = asyncio.create_task(self._flush_periodically(), name=f"{self.name}.flush")
@@ -183,7 +183,7 @@ class Journal(Component):
         if self._flusher is not None:
             self._flusher.cancel()
             await asyncio.gather(self._flusher, return_exceptions=True)
-        self.bus.unsubscribe(self._subscription)
+        self._unsubscribe_all()  # before closing: nothing may append to a closed file
         self._commit()
         self.conn.close()
 

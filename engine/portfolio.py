@@ -34,7 +34,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from pydantic import Field, model_validator
 
-from engine.bus import EventBus, Subscription
+from engine.bus import EventBus
 from engine.component import Component
 from engine.config import StrictModel
 from engine.events import Bar, Event, OrderFilled, PortfolioUpdate
@@ -141,7 +141,6 @@ class Portfolio(Component):
         self.settings = settings
         self._metrics_registry = context.metrics_registry
         self._collector: _PortfolioCollector | None = None
-        self._subscriptions: list[Subscription] = []
         instruments = [c.to_instrument() for c in settings.instruments]
         self.quote_token = instruments[0].quote
         self._positions = {i.symbol: _Position(i) for i in instruments}
@@ -170,17 +169,12 @@ class Portfolio(Component):
     # -- lifecycle -----------------------------------------------------------------------
 
     async def on_start(self) -> None:
-        self._subscriptions = [
-            self.bus.subscribe(Bar, self._on_bar, name=f"{self.name}.bars"),
-            self.bus.subscribe(OrderFilled, self._on_fill, name=f"{self.name}.fills"),
-        ]
+        self.subscribe(Bar, self._on_bar, name=f"{self.name}.bars")
+        self.subscribe(OrderFilled, self._on_fill, name=f"{self.name}.fills")
         self._collector = _PortfolioCollector(self)
         self._metrics_registry.register(self._collector)
 
     async def on_stop(self) -> None:
-        for sub in self._subscriptions:
-            self.bus.unsubscribe(sub)
-        self._subscriptions = []
         if self._collector is not None:
             self._metrics_registry.unregister(self._collector)
             self._collector = None

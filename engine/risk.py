@@ -31,7 +31,6 @@ from fractions import Fraction
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from engine.bus import Subscription
 from engine.clock import NANOS_PER_SECOND
 from engine.component import Component
 from engine.events import (
@@ -132,7 +131,6 @@ class RiskManager(Component):
         self.market: MarketView = market if market is not None else market_view_for(context.bus)
         self._metrics_registry = context.metrics_registry
         self._collector: _RiskCollector | None = None
-        self._subscriptions: list[Subscription] = []
         self.risk_state = RiskState.ACTIVE
         self.state_reason = ""
         self._reducing_for_daily_loss = False
@@ -168,20 +166,14 @@ class RiskManager(Component):
         self._day = self.clock.timestamp_ns() // NANOS_PER_DAY
         self._day_start_equity = self._last_equity = equity
         self.evaluate_limits()  # a portfolio rebuilt in drawdown halts before any signal
-        bus = self.bus
-        self._subscriptions = [
-            bus.subscribe(Signal, self._on_signal, name=f"{self.name}.signals"),
-            bus.subscribe(PortfolioUpdate, self._on_portfolio, name=f"{self.name}.portfolio"),
-            bus.subscribe(OrderFilled, self._on_order_done, name=f"{self.name}.fills"),
-            bus.subscribe(OrderFailed, self._on_order_done, name=f"{self.name}.failures"),
-        ]
+        self.subscribe(Signal, self._on_signal, name=f"{self.name}.signals")
+        self.subscribe(PortfolioUpdate, self._on_portfolio, name=f"{self.name}.portfolio")
+        self.subscribe(OrderFilled, self._on_order_done, name=f"{self.name}.fills")
+        self.subscribe(OrderFailed, self._on_order_done, name=f"{self.name}.failures")
         self._collector = _RiskCollector(self)
         self._metrics_registry.register(self._collector)
 
     async def on_stop(self) -> None:
-        for sub in self._subscriptions:
-            self.bus.unsubscribe(sub)
-        self._subscriptions = []
         if self._collector is not None:
             self._metrics_registry.unregister(self._collector)
             self._collector = None

@@ -43,10 +43,7 @@ class FeatureEngine(Component):
         self._symbols = frozenset(settings.symbols)
 
     async def on_start(self) -> None:
-        self._subscription = self.bus.subscribe(Bar, self.on_bar, name=f"{self.name}.on_bar")
-
-    async def on_stop(self) -> None:
-        self.bus.unsubscribe(self._subscription)
+        self.subscribe(Bar, self.on_bar, name=f"{self.name}.on_bar")
 
     def on_bar(self, bar: Bar) -> None:
         if self._symbols and bar.symbol not in self._symbols:

@@ -84,9 +84,7 @@ class MLDirectionStrategy(Component):
             ServingModel.load, s.models_dir, s.model, s.version, s.feature_set
         )
         self.log.info("strategy.model_loaded", model=self.model.label, best=self.model.model_name)
-        self._subscription = self.bus.subscribe(
-            Features, self.on_features, name=f"{self.name}.on_features"
-        )
+        self.subscribe(Features, self.on_features, name=f"{self.name}.on_features")
 
     async def _train_first_model(self, first: FirstModelConfig) -> None:
         s = self.settings
@@ -118,10 +116,6 @@ class MLDirectionStrategy(Component):
             model=f"{result.model.name}/{result.model.version}",
             tuning_accuracy=round(result.tuning_accuracy, 4),
         )
-
-    async def on_stop(self) -> None:
-        if self.model is not None:
-            self.bus.unsubscribe(self._subscription)
 
     def confidence(self, probability_up: float) -> Confidence:
         certainty = max(probability_up, 1.0 - probability_up)

@@ -25,7 +25,6 @@ from adapters.execution.amm import (
     get_amount_out,
     trade_to_price,
 )
-from engine.bus import Subscription
 from engine.component import Component
 from engine.config import StrictModel
 from engine.events import Bar, OrderFailed, OrderFilled, OrderRequest, OrderSubmitted, Side
@@ -158,20 +157,12 @@ class PaperExecutor(Component):
             )
         self._orders: set[str] = set()
         self._submitted = 0
-        self._subscriptions: list[Subscription] = []
 
     async def on_start(self) -> None:
         self.market.set_gas_price_wei(self.gas_price_wei)
         self._publish_pool()
-        self._subscriptions = [
-            self.bus.subscribe(Bar, self._on_bar, name=f"{self.name}.bars"),
-            self.bus.subscribe(OrderRequest, self._on_order, name=f"{self.name}.orders"),
-        ]
-
-    async def on_stop(self) -> None:
-        for sub in self._subscriptions:
-            self.bus.unsubscribe(sub)
-        self._subscriptions = []
+        self.subscribe(Bar, self._on_bar, name=f"{self.name}.bars")
+        self.subscribe(OrderRequest, self._on_order, name=f"{self.name}.orders")
 
     def _publish_pool(self) -> None:
         if self.pool is not None:

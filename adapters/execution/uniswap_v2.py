@@ -74,7 +74,6 @@ class UniswapV2Executor(Component):
         self._metrics_registry = context.metrics_registry
         self._collector: ExecutorCollector | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self._subscription: Any = None
         self.w3: AsyncWeb3[Any] | None = None
         self._rpc: JsonRpc | None = None
 
@@ -129,9 +128,7 @@ class UniswapV2Executor(Component):
             failed_polls=lambda: self.receipts.failed_polls,
         )
         self._metrics_registry.register(self._collector)
-        self._subscription = self.bus.subscribe(
-            OrderRequest, self._on_order_request, name=f"{self.name}.orders"
-        )
+        self.subscribe(OrderRequest, self._on_order_request, name=f"{self.name}.orders")
         self.log.info(
             "executor.ready", account=self.address, chain_id=self.chain_id, pair=self.pair
         )
@@ -140,9 +137,6 @@ class UniswapV2Executor(Component):
         if self._collector is not None:
             self._metrics_registry.unregister(self._collector)
             self._collector = None
-        if self._subscription is not None:
-            self.bus.unsubscribe(self._subscription)
-            self._subscription = None
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()

@@ -141,3 +141,19 @@ def test_dependency_cycles_and_unknown_dependencies_are_named():
         start_order([Recorder("a", bus, [], ("ghost",))])
     with pytest.raises(DependencyError, match="two components are named 'a'"):
         start_order([Recorder("a", bus, []), Recorder("a", bus, [])])
+
+
+async def test_subscriptions_made_through_the_component_end_when_it_stops():
+    from engine.events import Heartbeat
+
+    bus = EventBus()
+    comp = Recorder("feed", bus, [])
+    seen: list[int] = []
+    await comp.start()
+    sub = comp.subscribe(Heartbeat, lambda e: seen.append(e.count))
+    assert sub.name == "feed.<lambda>"
+    bus.publish_nowait(Heartbeat(ts_event=1, ts_init=1, count=1))
+    await comp.stop()
+    bus.publish_nowait(Heartbeat(ts_event=2, ts_init=2, count=2))
+    assert seen == [1]
+    assert sub not in bus.subscriptions
