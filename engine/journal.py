@@ -129,6 +129,20 @@ class JournalReader:
         ).fetchone()
         return (int(row[0]), json.loads(row[1])) if row else None
 
+    def unsettled_submissions(self) -> list[tuple[Event, list[Event]]]:
+        """Each ``OrderRequest`` with ``OrderSubmitted`` rows but no fill or failure yet,
+        with those submissions (a replaced transaction has several): what an executor
+        must reconcile with the chain after a restart."""
+        submitted: dict[str, list[Event]] = {}
+        for row in self.rows(types=("OrderSubmitted",)):
+            event = row.event()
+            submitted.setdefault(event.order_id, []).append(event)  # type: ignore[attr-defined]
+        return [
+            (request, submitted[request.order_id])  # type: ignore[attr-defined]
+            for request in self.open_orders()
+            if request.order_id in submitted  # type: ignore[attr-defined]
+        ]
+
     def open_orders(self) -> list[Event]:
         """Order requests with no fill or failure journalled after them (any run)."""
         done = {

@@ -33,6 +33,11 @@ class UniswapV2ExecutorConfig(StrictModel):
         description="Encrypted keystore file (password from ENGINE_KEYSTORE_PASSWORD); "
         "without it the key comes from ENGINE_PRIVATE_KEY.",
     )
+    journal_path: str | None = Field(
+        None,
+        description="Event journal to reconcile at start: swaps journalled as submitted but "
+        "never settled are looked up on chain (filled, failed or still pending), never re-sent.",
+    )
     deadline_seconds: int = Field(120, gt=0, description="Swap deadline after submission.")
     deadline_clock: Literal["engine", "chain"] = Field(
         "engine",

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 from web3 import AsyncWeb3
@@ -38,6 +39,7 @@ from adapters.execution.sender import AMBIGUOUS_SEND_ERRORS, SendRejectedError, 
 from adapters.execution.sender import TransactionSender as Sender
 from engine.component import Component
 from engine.events import OrderFailed, OrderFilled, OrderRequest, OrderSubmitted
+from engine.journal import JournalReader
 from engine.logs import REDACTED
 from engine.registry import ComponentContext
 
@@ -128,10 +130,20 @@ class UniswapV2Executor(Component):
             failed_polls=lambda: self.receipts.failed_polls,
         )
         self._metrics_registry.register(self._collector)
+        if s.journal_path is not None:
+            await self._reconcile_from_journal(Path(s.journal_path))
         self.subscribe(OrderRequest, self._on_order_request, name=f"{self.name}.orders")
         self.log.info(
             "executor.ready", account=self.address, chain_id=self.chain_id, pair=self.pair
         )
+
+    async def _reconcile_from_journal(self, path: Path) -> None:
+        """Settle this market's swaps that an earlier run sent but never saw settle."""
+        records = await asyncio.to_thread(journalled_submissions, path, self.settings.symbol)
+        if records:
+            statuses = await self.reconcile(records)
+            orders = {order_id: str(status) for order_id, status in statuses.items()}
+            self.log.warning("executor.reconciled", orders=orders)
 
     async def on_stop(self) -> None:
         if self._collector is not None:
@@ -531,3 +543,20 @@ class UniswapV2Executor(Component):
             statuses[order_id] = order.status
         self._update_health()
         return statuses
+
+
+def journalled_submissions(path: Path, symbol: str) -> list[SubmittedRecord]:
+    """``symbol``'s swaps the journal saw submitted and never saw filled or failed."""
+    if not path.exists():
+        return []
+    reader = JournalReader.open(path)
+    try:
+        return [
+            SubmittedRecord(sent.order_id, sent.venue_order_id, sent.nonce)  # type: ignore[attr-defined]
+            for request, submissions in reader.unsettled_submissions()
+            if request.symbol == symbol  # type: ignore[attr-defined]
+            for sent in submissions
+            if sent.nonce is not None  # type: ignore[attr-defined]
+        ]
+    finally:
+        reader.conn.close()

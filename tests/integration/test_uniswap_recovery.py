@@ -7,12 +7,27 @@ import asyncio
 from collections.abc import Iterator
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from adapters.chain.anvil import rpc_call
-from adapters.execution.uniswap_v2 import OrderStatus, SubmittedRecord
-from engine.clock import SimulatedClock
+from adapters.execution.uniswap_v2 import OrderStatus, SubmittedRecord, UniswapV2Executor
+from engine.bus import EventBus
+from engine.clock import LiveClock, SimulatedClock
+from engine.config import Secrets
 from engine.events import OrderFailed, OrderFilled, OrderSubmitted
-from tests.chain_helpers import TOKEN, Chain, new_trader, order, outcome, start_chain
+from engine.journal import Journal, JournalConfig, JournalReader
+from engine.registry import ComponentContext
+from tests.chain_helpers import (
+    TOKEN,
+    Chain,
+    ExecutorHarness,
+    Recorder,
+    executor_config,
+    new_trader,
+    order,
+    outcome,
+    start_chain,
+)
 
 pytest_plugins = ["tests.chain_fixtures"]
 
@@ -203,3 +218,67 @@ async def test_reconcile_reports_a_nonce_taken_by_another_transaction_as_dropped
     record = SubmittedRecord("lost", "0x" + "ab" * 32, used - 1)
     assert (await harness.executor.reconcile([record])) == {"lost": OrderStatus.FAILED}
     assert harness.recorder.of(OrderFailed)[-1].reason == "DROPPED"
+
+
+async def test_restart_reconciles_from_the_journal_and_records_the_fill_exactly_once(
+    own_chain, tmp_path
+):
+    """A run sends a swap and dies before its receipt; the next run settles it from the
+    journal: one fill, the swap never sent again, nothing lost from the journal.
+
+    The "death" is a stop that settles nothing; a kill -9 of the daemon itself is for
+    the demo config to test (see the issue)."""
+    trader = await new_trader(own_chain)
+    journal_path = tmp_path / "journal.sqlite"
+
+    async def run() -> tuple[ExecutorHarness, Journal]:
+        bus = EventBus()
+        context = ComponentContext(
+            bus, LiveClock(), CollectorRegistry(),
+            Secrets.from_env({"ENGINE_PRIVATE_KEY": trader.private_key}),
+        )  # fmt: skip
+        journal = Journal("journal", JournalConfig(path=str(journal_path)), context)
+        recorder = Recorder(bus)
+        settings = executor_config(own_chain, journal_path=str(journal_path))
+        executor = UniswapV2Executor("dex", settings, context)
+        await journal.start()
+        await executor.start()
+        return ExecutorHarness(executor, bus, recorder, context.metrics_registry), journal
+
+    first, journal = await run()
+    await warm_up(first)
+    own_chain.anvil.rpc("evm_setAutomine", False)
+    request = order("BUY", 10 * TOKEN)
+    await first.bus.publish(request)
+    sent = await first.recorder.wait_for(
+        lambda e: isinstance(e, OrderSubmitted) and e.order_id == request.order_id
+    )
+    await first.executor.stop()  # the process dies before the receipt...
+    await journal.stop()  # ...with the submission already on disk (committed at once)
+    sent_count = int(
+        rpc_call(own_chain.url, "eth_getTransactionCount", [trader.address, "pending"]), 16
+    )
+    own_chain.anvil.rpc("evm_mine")
+
+    second, journal = await run()  # reconciles in start()
+    fills = second.recorder.of(OrderFilled)
+    assert [f.order_id for f in fills] == [request.order_id]
+    assert fills[0].venue_order_id == sent.venue_order_id
+    assert second.recorder.of(OrderSubmitted) == []  # never sent again
+    await second.executor.stop()
+    await journal.stop()
+
+    third, journal = await run()  # a further restart finds nothing left to settle
+    assert third.recorder.of(OrderFilled) == []
+    await third.executor.stop()
+    await journal.stop()
+
+    final_count = int(
+        rpc_call(own_chain.url, "eth_getTransactionCount", [trader.address, "latest"]), 16
+    )
+    assert final_count == sent_count
+    reader = JournalReader.open(journal_path)
+    rows = [(r.type, getattr(r.event(), "order_id", None)) for r in reader.rows()]
+    mine = [kind for kind, order_id in rows if order_id == request.order_id]
+    assert mine == ["OrderRequest", "OrderSubmitted", "OrderFilled"]
+    assert reader.unsettled_submissions() == []
