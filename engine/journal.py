@@ -19,6 +19,7 @@ import json
 import sqlite3
 import time
 import uuid
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +54,9 @@ CREATE TABLE IF NOT EXISTS snapshots (
 );
 CREATE INDEX IF NOT EXISTS snapshots_name ON snapshots (name, id);
 """
+
+# Per-run events: journalled on every run, not part of a resumed run's catch-up.
+RUN_EVENT_TYPES = ("ComponentStateChanged", "Heartbeat")
 
 # These must be on disk before anyone acts on them.
 _COMMIT_AT_ONCE: tuple[type[Event], ...] = (OrderRequest, OrderSubmitted)
@@ -115,6 +119,12 @@ class JournalReader:
         for row in self.conn.execute(query, params):
             yield JournalRow(*row)
 
+    def trading_keys(self) -> deque[tuple[str, str]]:
+        """(type, correlation id) of every event but the per-run ones, in journal order."""
+        marks = ",".join("?" * len(RUN_EVENT_TYPES))
+        query = f"SELECT type, correlation_id FROM events WHERE type NOT IN ({marks}) ORDER BY id"
+        return deque(self.conn.execute(query, RUN_EVENT_TYPES))
+
     def count(self) -> int:
         return int(self.conn.execute("SELECT COUNT(*) FROM events").fetchone()[0])
 
@@ -164,6 +174,12 @@ class JournalConfig(StrictModel):
     commit_interval_seconds: float = Field(
         0.5, gt=0, description="And at least this often while events arrive."
     )
+    resume: bool = Field(
+        True,
+        description="On start, expect the engine to re-produce what the journal already "
+        "holds (a deterministic catch-up from the start of the data) and append only what "
+        "comes after it; false: append everything again.",
+    )
 
 
 class Journal(Component):
@@ -187,6 +203,13 @@ class Journal(Component):
         self._uncommitted = 0
         self._last_commit = time.monotonic()
         self._flusher: asyncio.Task[None] | None = None
+        # (type, correlation id) of every journalled event the catch-up must re-produce.
+        self._expected: deque[tuple[str, str]] = (
+            self.reader.trading_keys() if settings.resume else deque()
+        )
+        self.skipped = 0
+        if self._expected:
+            self.log.info("journal.resuming", events_to_catch_up=len(self._expected))
         # Subscribed here, not in on_start: the journal must be the bus's first subscriber.
         self.subscribe(Event, self.append, name=f"{name}.append")
 
@@ -208,6 +231,8 @@ class Journal(Component):
             self._commit()
 
     def append(self, event: Event) -> None:
+        if self._expected and self._caught_up_on(event):
+            return
         if not self.conn.in_transaction:
             self.conn.execute("BEGIN")
         self.conn.execute(
@@ -231,6 +256,28 @@ class Journal(Component):
             or time.monotonic() - self._last_commit >= self.settings.commit_interval_seconds
         ):
             self._commit()
+
+    def _caught_up_on(self, event: Event) -> bool:
+        """True if ``event`` is the next one the journal already holds (skip it)."""
+        kind = type(event).__name__
+        if kind in RUN_EVENT_TYPES:
+            return False
+        if self._expected[0] == (kind, event.correlation_id):
+            self._expected.popleft()
+            self.skipped += 1
+            if not self._expected:
+                self.log.info("journal.caught_up", events=self.skipped)
+            return True
+        self.log.error(
+            "journal.resume_diverged",
+            expected=self._expected[0],
+            got=(kind, event.correlation_id),
+            left=len(self._expected),
+            detail="the engine did not re-produce the journal (model, data or config "
+            "changed?); appending from here",
+        )
+        self._expected.clear()
+        return False
 
     def save_snapshot(self, name: str, state: dict[str, Any]) -> None:
         """Store a component's state as of the last journalled event."""

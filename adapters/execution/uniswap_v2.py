@@ -72,6 +72,7 @@ class UniswapV2Executor(Component):
         self._secrets = context.secrets  # SecretStr fields: their repr is masked
         self.address = self.signer.address
         self.orders: dict[str, TrackedOrder] = {}
+        self._journalled: set[str] = set()  # order ids an earlier run already sent
         self.stats = ExecutorStats()
         self._metrics_registry = context.metrics_registry
         self._collector: ExecutorCollector | None = None
@@ -138,8 +139,11 @@ class UniswapV2Executor(Component):
         )
 
     async def _reconcile_from_journal(self, path: Path) -> None:
-        """Settle this market's swaps that an earlier run sent but never saw settle."""
-        records = await asyncio.to_thread(journalled_submissions, path, self.settings.symbol)
+        """Settle this market's swaps that an earlier run sent but never saw settle, and
+        remember every swap the journal has, so a resumed run never sends one again."""
+        records, self._journalled = await asyncio.to_thread(
+            journalled_submissions, path, self.settings.symbol
+        )
         if records:
             statuses = await self.reconcile(records)
             orders = {order_id: str(status) for order_id, status in statuses.items()}
@@ -197,6 +201,10 @@ class UniswapV2Executor(Component):
         """Quote, send and settle one order; never raises (failures are OrderFailed)."""
         if request.order_id in self.orders:
             self.log.warning("order.duplicate_ignored", order_id=request.order_id)
+            return
+        if request.order_id in self._journalled:
+            # A resumed run re-derives orders an earlier run already sent: never again.
+            self.log.warning("order.already_journalled", order_id=request.order_id)
             return
         order = TrackedOrder(request.order_id, request.correlation_id)
         self.orders[request.order_id] = order
@@ -545,18 +553,24 @@ class UniswapV2Executor(Component):
         return statuses
 
 
-def journalled_submissions(path: Path, symbol: str) -> list[SubmittedRecord]:
-    """``symbol``'s swaps the journal saw submitted and never saw filled or failed."""
+def journalled_submissions(path: Path, symbol: str) -> tuple[list[SubmittedRecord], set[str]]:
+    """``symbol``'s swaps the journal saw submitted and never saw settle, and the ids of
+    every order the journal saw submitted at all."""
     if not path.exists():
-        return []
+        return [], set()
     reader = JournalReader.open(path)
     try:
-        return [
+        unsettled = [
             SubmittedRecord(sent.order_id, sent.venue_order_id, sent.nonce)  # type: ignore[attr-defined]
             for request, submissions in reader.unsettled_submissions()
             if request.symbol == symbol  # type: ignore[attr-defined]
             for sent in submissions
             if sent.nonce is not None  # type: ignore[attr-defined]
         ]
+        submitted = {
+            row.event().order_id  # type: ignore[attr-defined]
+            for row in reader.rows(types=("OrderSubmitted",))
+        }
+        return unsettled, submitted
     finally:
         reader.conn.close()

@@ -8,11 +8,10 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from adapters.market.replay import SAMPLES_DIR
 from engine.bus import EventBus
 from engine.clock import SimulatedClock
 from engine.component import ComponentGraph
-from engine.config import Secrets, load_engine_config, parse_engine_config
+from engine.config import Secrets, parse_engine_config
 from engine.events import (
     Features,
     OrderFailed,
@@ -26,41 +25,18 @@ from engine.events import (
 from engine.journal import JournalReader
 from engine.registry import ComponentContext, build_component
 from engine.risk import Reason
-from strategies.model import TrainSettings
-from strategies.model_registry import ModelRegistry
-from strategies.train import train_from_file
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.paper_support import paper_config, train_small_model
 
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("models")
-    settings = TrainSettings(
-        feature_set="stationary", time_limit=20, hyperparameters={"GBM": {"num_boost_round": 50}}
-    )
-    train_from_file(
-        SAMPLES_DIR / "BTC-USDT_1h.csv.gz", settings, ModelRegistry(root), "btc-usdt-1h",
-        until="2021-01-01",
-    )  # fmt: skip
-    return root
-
-
-def paper_config(models: Path, journal: Path) -> dict:
-    """config/paper.yaml as shipped, pointed at temporary state and one month of data."""
-    shipped = load_engine_config(ROOT / "config" / "paper.yaml").model_dump(mode="json")
-    for entry in shipped["components"]:
-        if entry["type"] == "journal":
-            entry["config"]["path"] = str(journal)
-        if entry["type"] == "replay":
-            entry["config"].update(end="2021-01-31T23:00:00Z", speed=None)
-        if entry["type"] == "ml_direction":
-            entry["config"].update(models_dir=str(models), train_if_missing=None)
-    return {**shipped, "clock": "simulated"}
+    return train_small_model(tmp_path_factory.mktemp("models"))
 
 
 async def test_paper_loop_trades_real_history_consistently_and_journals_it(models, tmp_path):
-    config = parse_engine_config(paper_config(models, tmp_path / "journal.sqlite"))
+    config = parse_engine_config(
+        paper_config(models, tmp_path / "journal.sqlite", end="2021-01-31T23:00:00Z")
+    )
     bus = EventBus()
     context = ComponentContext(bus, SimulatedClock(), CollectorRegistry(), Secrets())
     graph = ComponentGraph([build_component(c, context) for c in config.components])

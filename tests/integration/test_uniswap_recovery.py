@@ -270,6 +270,9 @@ async def test_restart_reconciles_from_the_journal_and_records_the_fill_exactly_
 
     third, journal = await run()  # a further restart finds nothing left to settle
     assert third.recorder.of(OrderFilled) == []
+    await third.bus.publish(request)  # a resumed run re-deriving the same order...
+    await asyncio.sleep(0.2)
+    assert third.recorder.of(OrderSubmitted) == []  # ...is never sent again
     await third.executor.stop()
     await journal.stop()
 
