@@ -33,16 +33,34 @@ class TradeRule:
     fee_bps: float = 30.0
     gas: float = 0.0  # quote units per swap
     initial_capital: float = 10_000.0  # quote units; gas is charged out of this
+    # Fill model: None = the close less the fee; a depth = the paper executor's model, a
+    # Uniswap V2 pool holding this much quote at the close, so size costs price impact.
+    pool_depth_quote: float | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.exit <= self.enter <= 1.0:
             raise ValueError(f"need 0 <= exit <= enter <= 1, got {self.exit}, {self.enter}")
         if self.fee_bps < 0 or self.gas < 0 or self.initial_capital <= 0:
             raise ValueError("fees and gas must be >= 0 and initial_capital > 0")
+        if self.pool_depth_quote is not None and self.pool_depth_quote <= 0:
+            raise ValueError(f"pool_depth_quote must be > 0, got {self.pool_depth_quote}")
 
     @property
     def fee(self) -> float:
         return self.fee_bps / 10_000.0
+
+    def swap_cost(self, notional_quote: float) -> float:
+        """Fraction of a swap's value lost to the fee (and, with a pool, price impact).
+
+        Constant product at the close: swapping ``n`` of value into a pool holding ``D``
+        (in quote terms) on the input side returns ``(1-f)·n·D / (D + (1-f)·n)``; the
+        same formula whichever side is sold, since the pool is priced at the close.
+        """
+        if self.pool_depth_quote is None:
+            return self.fee
+        keep = 1.0 - self.fee
+        depth = self.pool_depth_quote
+        return 1.0 - keep * depth / (depth + keep * notional_quote)
 
 
 def positions_from_probabilities(p_up: np.ndarray, enter: float, exit: float) -> np.ndarray:
@@ -70,15 +88,16 @@ def simulate_equity(
         raise ValueError("asset returns must be finite (drop bars without a next close)")
     change = np.abs(np.diff(positions, prepend=0.0))
     growth = 1.0 + positions * asset_returns
-    if rule.gas == 0:
+    if rule.gas == 0 and rule.pool_depth_quote is None:
         equity = np.cumprod((1.0 - rule.fee * change) * growth)
-    else:
+    else:  # costs that depend on the equity reached: step through the bars
         gas = rule.gas / rule.initial_capital
         equity = np.empty_like(growth)
         value = 1.0
         for t in range(len(growth)):
             if change[t] > 0:
-                value = value * (1.0 - rule.fee * change[t]) - gas
+                notional = value * change[t] * rule.initial_capital
+                value = value * (1.0 - rule.swap_cost(notional) * change[t]) - gas
             value *= growth[t]
             equity[t] = value
     previous = np.concatenate(([1.0], equity[:-1]))

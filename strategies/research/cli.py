@@ -60,6 +60,13 @@ def _add_trade_rule(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fee-bps", type=float, default=30.0, help="fee per swap (30 = 0.3%%)")
     parser.add_argument("--gas", type=float, default=0.0, help="gas per swap, quote units")
     parser.add_argument("--capital", type=float, default=10_000.0, help="initial quote capital")
+    parser.add_argument(
+        "--pool-depth",
+        type=float,
+        default=None,
+        help="fill like the paper executor: a Uniswap V2 pool with this much quote at the "
+        "close (size pays price impact); unset: the close less the fee",
+    )
 
 
 def _add_training(parser: argparse.ArgumentParser, time_limit: float) -> None:
@@ -141,7 +148,12 @@ def _trade_rule(args: argparse.Namespace) -> TradeRule:
     if args.threshold is not None:
         enter, exit_ = args.threshold, 1.0 - args.threshold
     return TradeRule(
-        enter=enter, exit=exit_, fee_bps=args.fee_bps, gas=args.gas, initial_capital=args.capital
+        enter=enter,
+        exit=exit_,
+        fee_bps=args.fee_bps,
+        gas=args.gas,
+        initial_capital=args.capital,
+        pool_depth_quote=args.pool_depth,
     )
 
 

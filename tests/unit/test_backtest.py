@@ -165,3 +165,26 @@ def test_summary_shows_every_figure_beside_both_baselines():
     assert "buy & hold" in table
     assert "always up" in table
     assert "Sharpe" in table
+
+
+def test_amm_fill_model_charges_price_impact_like_the_paper_executor():
+    """The backtest's pool fills equal the paper executor's integer AMM maths."""
+    from adapters.execution.amm import get_amount_out
+
+    rule = TradeRule(fee_bps=30.0, initial_capital=1000.0, pool_depth_quote=100_000.0)
+    # Buying 1,000 quote of a token priced 2,000 from a pool holding 100,000 quote.
+    units = 10**6
+    quote_reserve, base_reserve = 100_000 * units, 50 * units  # 50 tokens at 2,000
+    base_out = get_amount_out(1000 * units, quote_reserve, base_reserve)
+    value_kept = base_out * 2000 / (1000 * units)
+    assert 1.0 - rule.swap_cost(1000.0) == pytest.approx(value_kept, rel=1e-6)
+    # A round trip: entry and exit each lose the fee plus the impact of their size.
+    returns = np.array([0.1, 0.1, 0.0])
+    result = run_backtest(np.array([0.7, 0.7, 0.3]), returns, np.array([1, 1, 0]), DAY, rule)
+    after_entry = 1.0 - rule.swap_cost(1000.0)
+    expected = after_entry * 1.21 * (1.0 - rule.swap_cost(after_entry * 1.21 * 1000.0))
+    assert result.model.compounded_return == pytest.approx(expected - 1, abs=1e-12)
+    # An infinitely deep pool is the plain fee; a shallow one costs more.
+    deep = TradeRule(fee_bps=30.0, pool_depth_quote=1e15)
+    assert deep.swap_cost(1000.0) == pytest.approx(0.003, abs=1e-12)
+    assert rule.swap_cost(1000.0) > 0.003 + 0.009  # 1% of the pool: ~1% impact
