@@ -116,7 +116,12 @@ def test_the_running_paper_daemon_shows_the_trading_series_on_metrics(models, tm
             except OSError:
                 time.sleep(0.2)
                 continue
-            if 'trade_engine_portfolio_fills_total{side="BUY"}' in metrics:
+            buys = [
+                line
+                for line in metrics.splitlines()
+                if line.startswith('trade_engine_portfolio_fills_total{side="BUY"}')
+            ]
+            if buys and float(buys[0].split()[-1]) > 0:  # the series exists from 0: wait
                 break
             time.sleep(0.2)
         for series in (
