@@ -95,6 +95,17 @@ class TransactionSender:
             return False
         return True
 
+    async def _sign_and_send(self, tx: dict[str, Any]) -> tuple[str, bool]:
+        """Sign and send ``tx``, its receipt watched from before the send (so a fast
+        miner cannot beat us); ``(tx_hash, accepted)``. An RpcError unwatches it."""
+        raw, tx_hash = self._sign(tx)
+        self.receipts.watch(tx_hash)
+        try:
+            return tx_hash, await self._send_raw(raw, tx_hash)
+        except RpcError:
+            self.receipts.forget(tx_hash)
+            raise
+
     async def send(self, to: str, data: str, gas: int, fees: Fees, value: int = 0) -> SentTx:
         """Sign with the next nonce and send; raises SendRejectedError if refused."""
         async with self.nonces.lock:
@@ -111,12 +122,9 @@ class TransactionSender:
                     "maxFeePerGas": fees.max_fee_per_gas,
                     "maxPriorityFeePerGas": fees.max_priority_fee_per_gas,
                 }
-                raw, tx_hash = self._sign(tx)
-                self.receipts.watch(tx_hash)
                 try:
-                    accepted = await self._send_raw(raw, tx_hash)
+                    tx_hash, accepted = await self._sign_and_send(tx)
                 except RpcError as exc:
-                    self.receipts.forget(tx_hash)
                     if is_nonce_too_low(exc):
                         fresh = await self.nonces.resync()
                         log.warning("nonce.resync", tried=nonce, chain_next=fresh)
@@ -145,12 +153,9 @@ class TransactionSender:
                 "maxFeePerGas": fees.max_fee_per_gas,
                 "maxPriorityFeePerGas": fees.max_priority_fee_per_gas,
             }
-            raw, tx_hash = self._sign(tx)
-            self.receipts.watch(tx_hash)
             try:
-                accepted = await self._send_raw(raw, tx_hash)
+                tx_hash, accepted = await self._sign_and_send(tx)
             except RpcError as exc:
-                self.receipts.forget(tx_hash)
                 log.info("tx.replace_refused", nonce=sent.nonce, error=rpc_error_message(exc))
                 return None
             self.nonces.add_replacement(sent.nonce, tx_hash)
