@@ -74,9 +74,8 @@ class Approvals:
         sent = await self.sender.send(token, data, int(gas * self.gas_padding), fees)
         self.sent += 1
         try:
-            receipt = await asyncio.wait_for(
-                asyncio.shield(self.sender.receipts.watch(sent.tx_hash)), self.timeout_seconds
-            )
+            async with asyncio.timeout(self.timeout_seconds):  # not wait_for: see receipts.py
+                receipt = await asyncio.shield(self.sender.receipts.watch(sent.tx_hash))
         except TimeoutError:
             raise ApprovalError(
                 "APPROVAL_PENDING", f"approval {sent.tx_hash} not mined in {self.timeout_seconds}s"

@@ -122,10 +122,14 @@ class ReceiptWatcher:
         return found
 
     async def _run(self) -> None:
-        while True:
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
+        # cancellation that lands as its timeout fires, and stop() then waited forever
+        # (seen as a rare hang with a 20 ms poll interval).
+        while self._task is not None:
             try:
                 if self._waiting:
-                    await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
+                    async with asyncio.timeout(self.poll_seconds):
+                        await self._wake.wait()
                 else:
                     await self._wake.wait()
             except TimeoutError:
