@@ -3,7 +3,8 @@
 ``GET /health`` answers 200 while the event loop is turning (liveness);
 ``GET /ready`` answers 200 only when every component is RUNNING, else 503 with the
 ones that are not; ``GET /metrics`` is the Prometheus text of the app's registry.
-Later parts of the engine add their routes through ``routes``.
+Components add their own routes by offering ``http_routes() -> list[web.RouteDef]``
+(collected by the engine at construction).
 """
 
 from __future__ import annotations

@@ -14,11 +14,12 @@ import signal
 import time
 
 import structlog
+from aiohttp import web
 
 from engine.api import HttpApi
 from engine.bus import EventBus
 from engine.clock import Clock, LiveClock, SimulatedClock
-from engine.component import ComponentGraph, ComponentHealth
+from engine.component import Component, ComponentGraph, ComponentHealth
 from engine.config import EngineConfig, Secrets
 from engine.metrics import EngineMetrics
 from engine.registry import ComponentContext, build_component
@@ -26,6 +27,16 @@ from engine.registry import ComponentContext, build_component
 log = structlog.get_logger("engine.app")
 
 API_COMPONENT = "api"
+
+
+def component_routes(components: list[Component]) -> list[web.RouteDef]:
+    """HTTP routes that components offer through an ``http_routes()`` method."""
+    routes: list[web.RouteDef] = []
+    for component in components:
+        offer = getattr(component, "http_routes", None)
+        if callable(offer):
+            routes.extend(offer())
+    return routes
 
 
 class Engine:
@@ -52,6 +63,7 @@ class Engine:
                 metrics=self.metrics,
                 health=self.health,
                 depends_on=tuple(c.name for c in components),
+                routes=component_routes(components),
             )
             components.append(self.api)
         self.graph = ComponentGraph(components)
