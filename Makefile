@@ -8,12 +8,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 CONFIG ?= config/engine.yaml
 PYTEST_ARGS ?=
+# The Prometheus integration test runs a real server: the Debian package `prometheus`.
+PROMETHEUS := $(or $(shell command -v prometheus),/usr/bin/prometheus)
 
 .PHONY: help install run test lint format docs bench clean
 
 help:
 	@echo "make run    set up, then run the daemon on $(CONFIG) (Ctrl-C stops it)"
-	@echo "make test   set up, then lint and run the whole test suite"
+	@echo "make test   set up (and apt-get install prometheus if missing), then lint and test"
 	@echo "make bench  set up (with the reference libraries), then run bench/ (BENCHES=bus ...)"
 	@echo "make docs   regenerate docs/configuration.md from the config models"
 
@@ -37,6 +39,19 @@ node_modules/.installed: package.json package-lock.json
 
 install: $(VENV)/.installed node_modules/.installed
 
+# A file target, so nothing runs when the binary is already there.
+$(PROMETHEUS):
+	@command -v apt-get >/dev/null || { echo "prometheus is missing and apt-get is not here:" \
+		"install Prometheus (https://prometheus.io/download/) and put it on PATH"; exit 1; }
+	@if [ "$$(id -u)" = 0 ]; then sudo=; \
+	elif command -v sudo >/dev/null; then sudo=sudo; \
+	else echo "prometheus is missing and installing it needs root:" \
+		"run 'apt-get update && apt-get install prometheus' as root"; exit 1; fi; \
+	echo "installing the Debian package prometheus (for tests/integration/test_prometheus.py)"; \
+	$$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq \
+	&& $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+		--no-install-recommends prometheus
+
 run: install
 	exec $(BIN)/trade-engine run --config $(CONFIG)
 
@@ -44,7 +59,7 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: lint
+test: lint $(PROMETHEUS)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 format: install

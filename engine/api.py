@@ -1,22 +1,34 @@
-"""The daemon's HTTP server: liveness, readiness and Prometheus metrics.
+"""The daemon's HTTP server: liveness, readiness, status, metrics and admin.
 
 ``GET /health`` answers 200 while the event loop is turning (liveness);
 ``GET /ready`` answers 200 only when every component is RUNNING, else 503 with the
-ones that are not; ``GET /metrics`` is the Prometheus text of the app's registry.
+ones that are not; ``GET /status`` is what the engine is doing (components, risk,
+portfolio, strategies' model and config versions); ``GET /metrics`` is the
+Prometheus text of the app's registry. ``POST /admin/halt``, ``/admin/resume`` and
+``/admin/reload`` need the bearer token (see :mod:`engine.admin`).
 Components add their own routes by offering ``http_routes() -> list[web.RouteDef]``
 (collected by the engine at construction).
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
+import structlog
 from aiohttp import web
 
+from engine.admin import AdminControls, BearerTokenGuard
 from engine.component import Component, ComponentHealth, ComponentState
 from engine.metrics import METRICS_CONTENT_TYPE, EngineMetrics
 from engine.registry import ComponentContext
+
+log = structlog.get_logger("engine.api")
+
+DEFAULT_HALT_REASON = "operator (admin API)"
+MAX_REASON_LENGTH = 200
 
 
 class HttpApi(Component):
@@ -33,6 +45,8 @@ class HttpApi(Component):
         health: Callable[[], list[ComponentHealth]],
         depends_on: tuple[str, ...] = (),
         routes: Iterable[web.RouteDef] = (),
+        status: Callable[[], dict[str, Any]] | None = None,
+        admin: AdminControls | None = None,
     ) -> None:
         super().__init__(name, context.bus, context.clock, depends_on)
         self.host = host
@@ -40,13 +54,20 @@ class HttpApi(Component):
         self.port: int | None = None
         self._metrics = metrics
         self._health = health
+        self._status = status
+        self._admin = admin
+        self._guard = BearerTokenGuard(context.secrets.admin_token)
         self._started_monotonic = time.monotonic()
         self._app = web.Application()
         self._app.router.add_routes(
             [
                 web.get("/health", self._get_health),
                 web.get("/ready", self._get_ready),
+                web.get("/status", self._get_status),
                 web.get("/metrics", self._get_metrics),
+                web.post("/admin/halt", self._post_halt),
+                web.post("/admin/resume", self._post_resume),
+                web.post("/admin/reload", self._post_reload),
                 *routes,
             ]
         )
@@ -85,3 +106,74 @@ class HttpApi(Component):
         response = web.Response(body=self._metrics.render())
         response.headers["Content-Type"] = METRICS_CONTENT_TYPE
         return response
+
+    async def _get_status(self, request: web.Request) -> web.Response:
+        if self._status is None:
+            return web.json_response({"error": "no status in this server"}, status=404)
+        # default=str: a component's odd value must not turn the page into a 500.
+        return web.json_response(self._status(), dumps=lambda v: json.dumps(v, default=str))
+
+    # -- admin ---------------------------------------------------------------------------
+
+    def _admin_refusal(self, request: web.Request) -> web.Response | None:
+        refusal = self._guard.refusal(request)
+        if refusal is None and self._admin is None:
+            return web.json_response({"error": "no admin controls in this server"}, status=404)
+        return refusal
+
+    async def _post_halt(self, request: web.Request) -> web.Response:
+        if (refusal := self._admin_refusal(request)) is not None:
+            return refusal
+        reason = await _halt_reason(request)
+        if isinstance(reason, web.Response):
+            return reason
+        assert self._admin is not None
+        halted = self._admin.halt(reason)
+        if not halted:
+            return web.json_response({"error": "no risk manager in this engine"}, status=404)
+        log.warning("admin.halt", reason=reason, remote=request.remote)
+        return web.json_response({"risk": halted})
+
+    async def _post_resume(self, request: web.Request) -> web.Response:
+        if (refusal := self._admin_refusal(request)) is not None:
+            return refusal
+        assert self._admin is not None
+        resumed = self._admin.resume()
+        if not resumed:
+            return web.json_response({"error": "no risk manager in this engine"}, status=404)
+        log.warning("admin.resume", remote=request.remote)
+        return web.json_response({"risk": resumed})
+
+    async def _post_reload(self, request: web.Request) -> web.Response:
+        """200 with what was applied, 422 if any file was rejected (with its field paths)."""
+        if (refusal := self._admin_refusal(request)) is not None:
+            return refusal
+        assert self._admin is not None
+        log.info("admin.reload", remote=request.remote)
+        reports = await self._admin.reload_configs("admin")
+        if not reports:
+            return web.json_response(
+                {"error": "no strategy config component in this engine"}, status=404
+            )
+        ok = all(report["ok"] for report in reports)
+        return web.json_response({"ok": ok, "reloads": reports}, status=200 if ok else 422)
+
+
+async def _halt_reason(request: web.Request) -> str | web.Response:
+    """The reason of a halt: ``{"reason": "..."}`` or an empty body; 400 otherwise."""
+    if not request.can_read_body:
+        return DEFAULT_HALT_REASON
+    usage = 'the body must be empty or JSON {"reason": "..."}'
+    try:
+        body = await request.json()
+    except ValueError:
+        return web.json_response({"error": f"invalid JSON: {usage}"}, status=400)
+    if not isinstance(body, dict) or set(body) - {"reason"}:
+        return web.json_response({"error": usage}, status=400)
+    reason = body.get("reason", DEFAULT_HALT_REASON)
+    if not isinstance(reason, str) or not reason.strip() or len(reason) > MAX_REASON_LENGTH:
+        return web.json_response(
+            {"error": f"reason: must be a non-empty string of at most {MAX_REASON_LENGTH} chars"},
+            status=400,
+        )
+    return reason

@@ -4,7 +4,8 @@ Start-up: clock, bus and metrics first, then the configured components in depend
 order, the HTTP API last (so /ready is only served once there is something to be
 ready). Shutdown on SIGTERM/SIGINT: components stop in reverse order, the bus drains
 everything still queued, and the process exits 0, all within
-``shutdown_timeout_seconds``.
+``shutdown_timeout_seconds``. SIGHUP reloads the strategy configs, as
+``POST /admin/reload`` does.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+from typing import Any
 
 import structlog
 from aiohttp import web
@@ -52,6 +54,7 @@ class Engine:
         )
         self.metrics = EngineMetrics(self.bus, self.health)
         self.context = ComponentContext(self.bus, self.clock, self.metrics.registry, secrets)
+        self._started_monotonic = time.monotonic()
         components = [build_component(entry, self.context) for entry in config.enabled_components]
         self.api: HttpApi | None = None
         if config.api.enabled:
@@ -64,6 +67,8 @@ class Engine:
                 health=self.health,
                 depends_on=tuple(c.name for c in components),
                 routes=component_routes(components),
+                status=self.status,
+                admin=self,
             )
             components.append(self.api)
         self.graph = ComponentGraph(components)
@@ -71,6 +76,67 @@ class Engine:
     def health(self) -> list[ComponentHealth]:
         """Every component's state; read by /ready and the metrics at request time."""
         return self.graph.health()
+
+    def status(self) -> dict[str, Any]:
+        """What ``GET /status`` shows; components add to it with a ``status()`` method."""
+        components = []
+        for comp in self.graph:
+            health = comp.health()
+            entry: dict[str, Any] = {
+                "name": health.name,
+                "state": str(health.state),
+                "reason": health.reason,
+            }
+            offer = getattr(comp, "status", None)
+            if callable(offer):
+                try:
+                    entry["status"] = offer()
+                except Exception as exc:  # a status page must not fail with one component
+                    log.warning("engine.status_failed", component=comp.name, error=repr(exc))
+                    entry["status"] = {"error": f"status unavailable: {type(exc).__name__}"}
+            components.append(entry)
+        return {
+            "engine": self.config.name,
+            "uptime_seconds": round(time.monotonic() - self._started_monotonic, 3),
+            "bus_sequence": self.bus.sequence,
+            "components": components,
+        }
+
+    def _with(self, method: str) -> list[Component]:
+        return [c for c in self.graph if callable(getattr(c, method, None))]
+
+    def halt(self, reason: str) -> list[dict[str, Any]]:
+        """Halt every risk manager (a component with ``halt`` and ``resume``)."""
+        halted = []
+        for risk in self._with("halt"):
+            if callable(getattr(risk, "resume", None)):
+                risk.halt(reason)  # type: ignore[attr-defined]
+                halted.append(self._risk_state(risk))
+        return halted
+
+    def resume(self) -> list[dict[str, Any]]:
+        resumed = []
+        for risk in self._with("resume"):
+            if callable(getattr(risk, "halt", None)):
+                risk.resume()  # type: ignore[attr-defined]
+                resumed.append(self._risk_state(risk))
+        return resumed
+
+    @staticmethod
+    def _risk_state(risk: Component) -> dict[str, Any]:
+        return {
+            "name": risk.name,
+            "state": str(getattr(risk, "risk_state", "")),
+            "reason": str(getattr(risk, "state_reason", "")),
+        }
+
+    async def reload_configs(self, trigger: str) -> list[dict[str, Any]]:
+        """Reload every component that has configs to reload; one report each."""
+        reports = []
+        for comp in self._with("reload_configs"):
+            report = await comp.reload_configs(trigger)  # type: ignore[attr-defined]
+            reports.append({"component": comp.name, **report})
+        return reports
 
     async def start(self) -> None:
         self.bus.start()
@@ -119,6 +185,14 @@ async def run_daemon(
         loop.add_signal_handler(signum, request_stop, signum)
 
     engine = Engine(config, secrets)
+    reloads: set[asyncio.Task[None]] = set()
+
+    def request_reload() -> None:
+        task = asyncio.ensure_future(reload_on_sighup(engine))
+        reloads.add(task)  # a reference until done, or the task may be collected
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, request_reload)
     log.info("engine.starting", name=config.name, components=[c.name for c in engine.graph])
     try:
         await engine.start()
@@ -134,9 +208,24 @@ async def run_daemon(
     await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
     for waiter in waits:
         waiter.cancel()
+    loop.remove_signal_handler(signal.SIGHUP)
+    for task in list(reloads):
+        task.cancel()
     if sources and not stop_requested.is_set():
         log.info("engine.sources_finished", published=engine.bus.sequence)
     started = time.monotonic()
     clean = await engine.stop()
     log.info("engine.stopped", clean=clean, seconds=round(time.monotonic() - started, 3))
     return 0 if clean else 1
+
+
+async def reload_on_sighup(engine: Engine) -> None:
+    """What SIGHUP does: reload the strategy configs and log what happened."""
+    log.info("engine.reload_requested", signal="SIGHUP")
+    try:
+        reports = await engine.reload_configs("sighup")
+    except Exception as exc:
+        log.error("engine.reload_failed", signal="SIGHUP", error=f"{type(exc).__name__}: {exc}")
+        return
+    if not reports:
+        log.warning("engine.reload_nothing", detail="no component has configs to reload")

@@ -28,6 +28,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "adapters.market.cli",
     "adapters.chain.cli",
     "strategies.cli",
+    "strategies.serve_cli",
     "strategies.research.cli",
 )
 

@@ -112,7 +112,7 @@ class Component:
         self._transition(S.STARTING)
         try:
             await self.on_start()
-        except Exception as exc:
+        except BaseException as exc:  # cancelled too: never left STARTING, so stop() works
             self._transition(S.FAULTED, f"start failed: {type(exc).__name__}: {exc}")
             raise
         self._transition(S.RUNNING)

@@ -186,6 +186,11 @@ def read_yaml(path: Path) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(source, [f"cannot read: {exc.strerror or exc}"]) from None
+    return parse_yaml(text, source)
+
+
+def parse_yaml(text: str, source: str) -> dict[str, Any]:
+    """Parse YAML text already read (e.g. hashed first) as a mapping; errors name ``source``."""
     try:
         data = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as exc:

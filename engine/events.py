@@ -68,6 +68,7 @@ class Signal(Event, frozen=True, kw_only=True, tag=True):
     confidence: Confidence
     action: Action = "HOLD"
     model_version: str = ""
+    config_version: int = 0  # the strategy config in force when this signal was made
 
 
 class OrderRequest(Event, frozen=True, kw_only=True, tag=True):

@@ -24,9 +24,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from pydantic import Field
 
+from engine.bus import EventBus
 from engine.component import Component
 from engine.config import StrictModel
 from engine.events import Event, OrderRequest, OrderSubmitted, from_json, to_json
@@ -208,8 +210,13 @@ class Journal(Component):
             self.reader.trading_keys() if settings.resume else deque()
         )
         self.skipped = 0
+        # Set once the catch-up is over (caught up or diverged), or at once when there is none.
+        self.caught_up = asyncio.Event()
         if self._expected:
             self.log.info("journal.resuming", events_to_catch_up=len(self._expected))
+        else:
+            self.caught_up.set()
+        _DIRECTORY.setdefault(context.bus, {})[str(Path(settings.path).resolve())] = self
         # Subscribed here, not in on_start: the journal must be the bus's first subscriber.
         self.subscribe(Event, self.append, name=f"{name}.append")
 
@@ -267,6 +274,7 @@ class Journal(Component):
             self.skipped += 1
             if not self._expected:
                 self.log.info("journal.caught_up", events=self.skipped)
+                self.caught_up.set()
             return True
         self.log.error(
             "journal.resume_diverged",
@@ -277,6 +285,7 @@ class Journal(Component):
             "changed?); appending from here",
         )
         self._expected.clear()
+        self.caught_up.set()
         return False
 
     def save_snapshot(self, name: str, state: dict[str, Any]) -> None:
@@ -293,3 +302,11 @@ class Journal(Component):
             self.conn.execute("COMMIT")
         self._uncommitted = 0
         self._last_commit = time.monotonic()
+
+
+_DIRECTORY: WeakKeyDictionary[EventBus, dict[str, Journal]] = WeakKeyDictionary()
+
+
+def journal_for(bus: EventBus, path: str | Path) -> Journal | None:
+    """The journal component writing ``path`` on ``bus``'s engine, if any."""
+    return _DIRECTORY.get(bus, {}).get(str(Path(path).resolve()))

@@ -25,7 +25,7 @@ Accounting rules:
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from decimal import Decimal
 from typing import Protocol
 from weakref import WeakKeyDictionary
@@ -333,6 +333,25 @@ class Portfolio(Component):
     @property
     def realised_pnl(self) -> float:
         return sum(p.realised_pnl for p in self._positions.values())
+
+    def status(self) -> dict[str, object]:
+        """Balances, positions, equity and drawdown, for ``GET /status``."""
+        tokens = {self.quote_token.symbol: self.quote_token} | {
+            p.instrument.base.symbol: p.instrument.base for p in self._positions.values()
+        }
+        return {
+            "equity_quote": self.equity_quote,
+            "peak_equity_quote": self.peak_equity_quote,
+            "drawdown": self.drawdown,
+            "balances": {
+                symbol: {"units": units, "amount": tokens[symbol].to_float(units)}
+                for symbol, units in sorted(self._balances.items())
+                if symbol in tokens
+            },
+            "positions": [asdict(self.position(symbol)) for symbol in self._positions],
+            "realised_pnl_quote": self.realised_pnl,
+            "unrealised_pnl_quote": self.unrealised_pnl,
+        }
 
     @property
     def unrealised_pnl(self) -> float:

@@ -28,11 +28,15 @@ BUILTIN_COMPONENTS: dict[str, str] = {
     "replay": "adapters.market.replay:ReplayMarketData",
     "features": "strategies.feature_engine:FeatureEngine",
     "ml_direction": "strategies.ml_direction:MLDirectionStrategy",
+    "strategy_configs": "strategies.strategy_configs:StrategyConfigs",
+    "model_monitor": "strategies.model_monitor:ModelMonitor",
     "uniswap_v2_executor": "adapters.execution.uniswap_v2:UniswapV2Executor",
     "uniswap_v2_pool": "adapters.market.uniswap_v2_pool:UniswapV2PoolFeed",
+    "local_chain": "adapters.chain.local_chain:LocalChain",
     "risk": "engine.risk:RiskManager",
     "portfolio": "engine.portfolio:Portfolio",
     "paper_executor": "adapters.execution.paper:PaperExecutor",
+    "prediction_api": "strategies.prediction_api:PredictionApi",
 }
 
 

@@ -215,6 +215,17 @@ class RiskManager(Component):
         if state is not RiskState.REDUCING:
             self._reducing_for_daily_loss = False
 
+    def status(self) -> dict[str, object]:
+        """State, reason and decision counts, for ``GET /status``."""
+        return {
+            "state": str(self.risk_state),
+            "reason": self.state_reason,
+            "signals": dict(self.signals),
+            "approved": dict(self.approved),
+            "rejections": {reason: n for reason, n in self.rejections.items() if n},
+            "pending_orders": len(self._pending),
+        }
+
     # -- limits that change the state ----------------------------------------------------
 
     def evaluate_limits(self) -> None:

@@ -6,6 +6,11 @@ The seed's trade rule is the default: BUY on a high-confidence up, SELL on a
 high-confidence down, HOLD otherwise. Both thresholds live in the strategy config.
 Inference runs inline (about a millisecond for a model trained with the default
 inference budget); the model is loaded off the loop at start.
+
+Settings can be swapped while running (:meth:`MLDirectionStrategy.apply_settings`):
+the settings, the model they name and their version travel as one immutable
+:class:`ActiveConfig`, replaced by a single assignment, so each event is handled
+wholly under one config.
 """
 
 from __future__ import annotations
@@ -14,15 +19,17 @@ import asyncio
 import functools
 import multiprocessing as mp
 from concurrent.futures import ProcessPoolExecutor
-from typing import Literal
+from dataclasses import dataclass
+from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from adapters.market.replay import resolve_data_path
 from engine.component import Component
 from engine.config import StrictModel
 from engine.events import Action, Confidence, Features, Signal
 from engine.registry import ComponentContext
+from strategies.confidence import confidence_level
 from strategies.model import TrainSettings
 from strategies.model_registry import ModelRegistry
 from strategies.serving import ServingModel
@@ -52,11 +59,40 @@ class MLDirectionConfig(StrictModel):
         None, description="When the registry has no model yet, train one first (logged)."
     )
 
-    @model_validator(mode="after")
-    def _ordered(self) -> MLDirectionConfig:
-        if self.medium_confidence >= self.high_confidence:
-            raise ValueError("medium_confidence must be below high_confidence")
-        return self
+    @field_validator("medium_confidence")
+    @classmethod
+    def _below_high(cls, medium: float, info: ValidationInfo) -> float:
+        # A field validator (not a model one) so the error names medium_confidence.
+        high = info.data.get("high_confidence")
+        if high is not None and medium >= high:
+            raise ValueError(f"must be below high_confidence ({high:g}), got {medium:g}")
+        return medium
+
+
+def _model_key(settings: MLDirectionConfig) -> tuple[str, str, str | None, str]:
+    """What selects the model: a change here means loading another one."""
+    return (settings.models_dir, settings.model, settings.version, settings.feature_set)
+
+
+@dataclass(frozen=True, slots=True)
+class ActiveConfig:
+    """The settings in force with everything derived from them, swapped as one object."""
+
+    settings: MLDirectionConfig
+    model: ServingModel
+    version: int
+    content_hash: str
+    symbols: frozenset[str]
+    trading: frozenset[Confidence]
+
+    @classmethod
+    def of(
+        cls, settings: MLDirectionConfig, model: ServingModel, version: int, content_hash: str
+    ) -> ActiveConfig:
+        trading: frozenset[Confidence] = frozenset(
+            ("high",) if settings.trade_on == "high" else ("high", "medium")
+        )
+        return cls(settings, model, version, content_hash, frozenset(settings.symbols), trading)
 
 
 class MLDirectionStrategy(Component):
@@ -70,21 +106,110 @@ class MLDirectionStrategy(Component):
         settings: MLDirectionConfig,
         context: ComponentContext,
         depends_on: tuple[str, ...] = (),
+        *,
+        config_version: int = 1,
+        config_hash: str = "",
     ) -> None:
         super().__init__(name, context.bus, context.clock, depends_on)
-        self.settings = settings
-        self.model: ServingModel | None = None
-        self._symbols = frozenset(settings.symbols)
+        self._initial = (settings, config_version, config_hash)
+        self._active: ActiveConfig | None = None
+        self._seen_symbols: set[str] = set()
+        self.signals_published = 0
+
+    @property
+    def settings(self) -> MLDirectionConfig:
+        return self._initial[0] if self._active is None else self._active.settings
+
+    @property
+    def model(self) -> ServingModel | None:
+        return None if self._active is None else self._active.model
+
+    @property
+    def active(self) -> ActiveConfig:
+        if self._active is None:
+            raise RuntimeError(f"strategy {self.name!r} has no model yet (not started)")
+        return self._active
 
     async def on_start(self) -> None:
-        s = self.settings
+        s, version, content_hash = self._initial
         if s.train_if_missing and ModelRegistry(s.models_dir).current(s.model) is None:
             await self._train_first_model(s.train_if_missing)
-        self.model = await asyncio.to_thread(
-            ServingModel.load, s.models_dir, s.model, s.version, s.feature_set
-        )
-        self.log.info("strategy.model_loaded", model=self.model.label, best=self.model.model_name)
+        model = await self._load_model(s)
+        self._active = ActiveConfig.of(s, model, version, content_hash)
+        self.log.info("strategy.model_loaded", model=model.label, best=model.model_name)
         self.subscribe(Features, self.on_features, name=f"{self.name}.on_features")
+
+    @staticmethod
+    async def _load_model(settings: MLDirectionConfig) -> ServingModel:
+        return await asyncio.to_thread(
+            ServingModel.load,
+            settings.models_dir,
+            settings.model,
+            settings.version,
+            settings.feature_set,
+        )
+
+    async def apply_settings(
+        self, settings: MLDirectionConfig, *, version: int, content_hash: str
+    ) -> ActiveConfig:
+        """Put ``settings`` in force; a model they newly name is loaded off the loop first.
+
+        Raises (``ModelLoadError``, ``OSError``) with the old config still in force.
+        """
+        current = self.active
+        model = current.model
+        if _model_key(settings) != _model_key(current.settings):
+            model = await self._load_model(settings)
+            self.log.info("strategy.model_loaded", model=model.label, best=model.model_name)
+        new = ActiveConfig.of(settings, model, version, content_hash)
+        # The swap is this one assignment, made on the loop thread between two handler
+        # calls: on_features is synchronous (nothing else runs while it runs) and reads
+        # self._active once, so every event is handled wholly under the old config or
+        # wholly under the new one, never a mix of the two.
+        self._active = new
+        return new
+
+    def close_positions(self) -> list[Signal]:
+        """Publish a SELL for each of this strategy's symbols (the risk manager sizes it).
+
+        Used when the strategy is removed with ``on_remove: close``. It is an exit, not a
+        prediction: ``prediction`` 0 and ``probability_up`` 0.0 mark it as such.
+        """
+        active = self.active
+        now = self.clock.timestamp_ns()
+        symbols = sorted(active.symbols or self._seen_symbols)
+        signals = [
+            Signal(
+                ts_event=now,
+                ts_init=now,
+                correlation_id=f"{self.name}|on_remove|{symbol}|{now}",
+                strategy_id=self.name,
+                symbol=symbol,
+                prediction=0,
+                probability_up=0.0,
+                confidence="high",
+                action="SELL",
+                model_version=active.model.label,
+                config_version=active.version,
+            )
+            for symbol in symbols
+        ]
+        for signal in signals:
+            self.bus.publish_nowait(signal)
+        return signals
+
+    def status(self) -> dict[str, Any]:
+        """Model and config in force, for ``GET /status``."""
+        active = self._active
+        if active is None:
+            return {"model_version": None, "config_version": None, "config_hash": None}
+        return {
+            "model_version": active.model.label,
+            "config_version": active.version,
+            "config_hash": active.content_hash,
+            "settings": active.settings.model_dump(mode="json"),
+            "signals_published": self.signals_published,
+        }
 
     async def _train_first_model(self, first: FirstModelConfig) -> None:
         s = self.settings
@@ -118,28 +243,24 @@ class MLDirectionStrategy(Component):
         )
 
     def confidence(self, probability_up: float) -> Confidence:
-        certainty = max(probability_up, 1.0 - probability_up)
-        if certainty > self.settings.high_confidence:
-            return "high"
-        if certainty > self.settings.medium_confidence:
-            return "medium"
-        return "low"
+        return confidence_of(probability_up, self.settings)
 
     def action(self, prediction: int, confidence: Confidence) -> Action:
-        trading = ("high",) if self.settings.trade_on == "high" else ("high", "medium")
-        if confidence not in trading:
-            return "HOLD"
-        return "BUY" if prediction == 1 else "SELL"
+        return action_of(prediction, confidence, self.active.trading)
 
     def on_features(self, features: Features) -> None:
-        if features.feature_set != self.settings.feature_set:
+        active = self._active  # read once: this whole event is handled under one config
+        assert active is not None
+        settings = active.settings
+        if features.feature_set != settings.feature_set:
             return
-        if self._symbols and features.symbol not in self._symbols:
+        if active.symbols and features.symbol not in active.symbols:
             return
-        assert self.model is not None
-        probability_up = self.model.predict_up(features.values)
+        self._seen_symbols.add(features.symbol)
+        probability_up = active.model.predict_up(features.values)
         prediction = int(probability_up > 0.5)
-        confidence = self.confidence(probability_up)
+        confidence = confidence_of(probability_up, settings)
+        self.signals_published += 1
         self.bus.publish_nowait(
             Signal(
                 ts_event=features.ts_event,
@@ -150,7 +271,18 @@ class MLDirectionStrategy(Component):
                 prediction=prediction,
                 probability_up=probability_up,
                 confidence=confidence,
-                action=self.action(prediction, confidence),
-                model_version=self.model.label,
+                action=action_of(prediction, confidence, active.trading),
+                model_version=active.model.label,
+                config_version=active.version,
             )
         )
+
+
+def confidence_of(probability_up: float, settings: MLDirectionConfig) -> Confidence:
+    return confidence_level(probability_up, settings.high_confidence, settings.medium_confidence)
+
+
+def action_of(prediction: int, confidence: Confidence, trading: frozenset[Confidence]) -> Action:
+    if confidence not in trading:
+        return "HOLD"
+    return "BUY" if prediction == 1 else "SELL"

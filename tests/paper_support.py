@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from adapters.market.replay import SAMPLES_DIR
 from engine.config import load_engine_config
 from strategies.model import TrainSettings
@@ -26,8 +28,29 @@ def train_small_model(root: Path) -> Path:
     return root
 
 
-def paper_config(models: Path, journal: Path, end: str) -> dict[str, Any]:
-    """config/paper.yaml as shipped, pointed at temporary state, 2021 up to ``end``."""
+def shared_small_model(tmp_path_factory: Any) -> Path:
+    """:func:`train_small_model` once per test session (a fixture's factory argument)."""
+    root = tmp_path_factory.getbasetemp() / "shared-small-model"
+    if not root.exists():
+        train_small_model(root)
+    return root
+
+
+def write_strategies(models: Path, directory: Path, **changes: Any) -> Path:
+    """config/strategies/*.yaml copied to ``directory``, on ``models``, with ``changes``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for shipped in (ROOT / "config" / "strategies").glob("*.yaml"):
+        settings = yaml.safe_load(shipped.read_text())
+        settings.update(models_dir=str(models), train_if_missing=None, **changes)
+        (directory / shipped.name).write_text(yaml.safe_dump(settings, sort_keys=False))
+    return directory
+
+
+def paper_config(models: Path, journal: Path, end: str, **strategy_changes: Any) -> dict[str, Any]:
+    """config/paper.yaml as shipped, pointed at temporary state, 2021 up to ``end``.
+
+    The strategy configs are copied next to the journal (``strategy_changes`` applied).
+    """
     shipped = load_engine_config(ROOT / "config" / "paper.yaml").model_dump(mode="json")
     for entry in shipped["components"]:
         if entry["type"] == "journal":
@@ -36,4 +59,9 @@ def paper_config(models: Path, journal: Path, end: str) -> dict[str, Any]:
             entry["config"].update(end=end, speed=None)
         if entry["type"] == "ml_direction":
             entry["config"].update(models_dir=str(models), train_if_missing=None)
+        if entry["type"] == "strategy_configs":
+            strategies = journal.with_name(f"{journal.stem}-strategies")
+            entry["config"]["dir"] = str(write_strategies(models, strategies, **strategy_changes))
+        if entry["type"] == "prediction_api":
+            entry["config"].update(models_dir=str(models))
     return {**shipped, "clock": "simulated"}

@@ -5,24 +5,36 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from web3 import AsyncWeb3
 
 from engine.config import StrictModel
 
 
-def _checksum(value: str) -> str:
+def _checksum(value: str | None) -> str | None:
+    if value is None:
+        return None
     if not AsyncWeb3.is_address(value):
         raise ValueError(f"not an address: {value!r}")
     return AsyncWeb3.to_checksum_address(value)
 
 
 class UniswapV2ExecutorConfig(StrictModel):
+    chain: str | None = Field(
+        None,
+        description="Name of a `local_chain` component to trade on: its RPC URL, router, "
+        "tokens and funded dev account replace `rpc_url`, the addresses and the key. List it "
+        "in `depends_on`.",
+    )
     rpc_url: str = Field("http://127.0.0.1:8545", description="JSON-RPC endpoint (HTTP).")
     chain_id: int | None = Field(None, description="Refuse to start on another chain if set.")
-    router: str = Field(description="UniswapV2Router02 address.")
-    base_token: str = Field(description="ERC-20 address of the BASE token of `symbol`.")
-    quote_token: str = Field(description="ERC-20 address of the QUOTE token of `symbol`.")
+    router: str | None = Field(None, description="UniswapV2Router02 address (unless `chain`).")
+    base_token: str | None = Field(
+        None, description="ERC-20 address of the BASE token of `symbol` (unless `chain`)."
+    )
+    quote_token: str | None = Field(
+        None, description="ERC-20 address of the QUOTE token of `symbol` (unless `chain`)."
+    )
     symbol: str = Field(
         "BASE/QUOTE",
         pattern=r"^[^/]+/[^/]+$",
@@ -70,6 +82,21 @@ class UniswapV2ExecutorConfig(StrictModel):
     replacement_fee_bump: float = Field(
         1.125, ge=1.1, le=3.0, description="Fee multiplier of a replacement."
     )
+    health_check_seconds: float = Field(
+        5.0, gt=0, description="How often the node is asked for its block number (for /ready)."
+    )
     fee_ttl_seconds: float = Field(1.0, ge=0, description="Reuse the base fee this long.")
 
     _addresses = field_validator("router", "base_token", "quote_token")(_checksum)
+
+    @model_validator(mode="after")
+    def _venue(self) -> UniswapV2ExecutorConfig:
+        addresses = {"router": self.router, "base_token": self.base_token}
+        addresses["quote_token"] = self.quote_token
+        if self.chain is None:
+            missing = [field for field, value in addresses.items() if value is None]
+            if missing:
+                raise ValueError(f"set {', '.join(missing)}, or `chain` (a local_chain component)")
+        elif any(value is not None for value in addresses.values()):
+            raise ValueError("`chain` provides the addresses: remove router/base_token/quote_token")
+        return self

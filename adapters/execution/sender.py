@@ -11,6 +11,7 @@ with a new nonce).
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -38,6 +39,9 @@ AMBIGUOUS_SEND_ERRORS: tuple[type[BaseException], ...] = (
     ConnectionError,
     ProviderConnectionError,
 )
+
+
+OnSigned = Callable[[int, str], Awaitable[None]]  # (nonce, tx hash), before the send
 
 
 class SendRejectedError(RuntimeError):
@@ -95,18 +99,34 @@ class TransactionSender:
             return False
         return True
 
-    async def _sign_and_send(self, tx: dict[str, Any]) -> tuple[str, bool]:
+    async def _sign_and_send(
+        self, tx: dict[str, Any], on_signed: OnSigned | None
+    ) -> tuple[str, bool]:
         """Sign and send ``tx``, its receipt watched from before the send (so a fast
-        miner cannot beat us); ``(tx_hash, accepted)``. An RpcError unwatches it."""
+        miner cannot beat us); ``(tx_hash, accepted)``. An RpcError unwatches it.
+
+        ``on_signed(nonce, tx_hash)`` runs between signing and sending: the executor
+        journals the transaction there, so a crash can never leave a sent swap that the
+        journal does not know (write-ahead)."""
         raw, tx_hash = self._sign(tx)
         self.receipts.watch(tx_hash)
         try:
+            if on_signed is not None:
+                await on_signed(tx["nonce"], tx_hash)
             return tx_hash, await self._send_raw(raw, tx_hash)
-        except RpcError:
+        except BaseException:  # refused, or not sent at all: nothing to watch
             self.receipts.forget(tx_hash)
             raise
 
-    async def send(self, to: str, data: str, gas: int, fees: Fees, value: int = 0) -> SentTx:
+    async def send(
+        self,
+        to: str,
+        data: str,
+        gas: int,
+        fees: Fees,
+        value: int = 0,
+        on_signed: OnSigned | None = None,
+    ) -> SentTx:
         """Sign with the next nonce and send; raises SendRejectedError if refused."""
         async with self.nonces.lock:
             for _attempt in range(self.max_nonce_retries):
@@ -123,7 +143,7 @@ class TransactionSender:
                     "maxPriorityFeePerGas": fees.max_priority_fee_per_gas,
                 }
                 try:
-                    tx_hash, accepted = await self._sign_and_send(tx)
+                    tx_hash, accepted = await self._sign_and_send(tx, on_signed)
                 except RpcError as exc:
                     if is_nonce_too_low(exc):
                         fresh = await self.nonces.resync()
@@ -141,7 +161,17 @@ class TransactionSender:
                 return SentTx(nonce, tx_hash, tx, fees, time.monotonic(), not accepted)
         raise SendRejectedError("NONCE_RESYNC_FAILED", f"{self.max_nonce_retries} attempts")
 
-    async def replace(self, sent: SentTx, fees: Fees) -> SentTx | None:
+    async def rebroadcast(self, sent: SentTx) -> bool:
+        """Send ``sent`` again byte for byte, to a node that lost it or never got it (an
+        ambiguous send): same hash, same nonce, so it can still be mined only once.
+        True if accepted; raises RpcError when refused (e.g. its nonce is used)."""
+        raw, tx_hash = self._sign(sent.tx)  # deterministic (RFC 6979): the same bytes
+        log.warning("tx.rebroadcast", tx_hash=tx_hash, nonce=sent.nonce)
+        return await self._send_raw(raw, tx_hash)
+
+    async def replace(
+        self, sent: SentTx, fees: Fees, on_signed: OnSigned | None = None
+    ) -> SentTx | None:
         """Re-sign ``sent`` with the same nonce and higher fees; None if the node refused.
 
         Only one transaction per nonce can be mined, so this can never execute an
@@ -154,7 +184,7 @@ class TransactionSender:
                 "maxPriorityFeePerGas": fees.max_priority_fee_per_gas,
             }
             try:
-                tx_hash, accepted = await self._sign_and_send(tx)
+                tx_hash, accepted = await self._sign_and_send(tx, on_signed)
             except RpcError as exc:
                 log.info("tx.replace_refused", nonce=sent.nonce, error=rpc_error_message(exc))
                 return None

@@ -21,9 +21,11 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from pydantic import SecretStr
 from web3 import AsyncWeb3
 
 from adapters.chain.artifacts import CORE, PERIPHERY, load_artifact, router_abi
+from adapters.chain.local_chain import LocalChain, chain_for
 from adapters.execution.approvals import ApprovalError, Approvals
 from adapters.execution.config import UniswapV2ExecutorConfig
 from adapters.execution.fees import GWEI, FeeCapExceededError, FeeOracle
@@ -33,13 +35,14 @@ from adapters.execution.metrics import ExecutorCollector, ExecutorStats
 from adapters.execution.nonces import NonceManager
 from adapters.execution.orders import TERMINAL, OrderStatus, SubmittedRecord, TrackedOrder
 from adapters.execution.receipts import Receipt, ReceiptWatcher, RpcFailedError
+from adapters.execution.recovery import journal_history, submitted_records
 from adapters.execution.reverts import TRANSFER_FROM_FAILED, reason_code, replay_revert
 from adapters.execution.rpc import SWAP_EXACT_TOKENS, JsonRpc, RevertError, RpcError, calldata
-from adapters.execution.sender import AMBIGUOUS_SEND_ERRORS, SendRejectedError, SentTx
+from adapters.execution.sender import AMBIGUOUS_SEND_ERRORS, OnSigned, SendRejectedError
 from adapters.execution.sender import TransactionSender as Sender
 from engine.component import Component
-from engine.events import OrderFailed, OrderFilled, OrderRequest, OrderSubmitted
-from engine.journal import JournalReader
+from engine.events import Event, OrderFailed, OrderFilled, OrderRequest, OrderSubmitted
+from engine.journal import journal_for
 from engine.logs import REDACTED
 from engine.registry import ComponentContext
 
@@ -51,7 +54,11 @@ SWAP_TYPES = ["uint256", "uint256", "address[]", "address", "uint256"]
 
 
 class _Dropped(Exception):
-    """The order's nonce was used by a transaction that is not one of ours."""
+    """The order's transaction can never be mined: ``reason`` says why."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
 
 
 class UniswapV2Executor(Component):
@@ -68,11 +75,16 @@ class UniswapV2Executor(Component):
     ) -> None:
         super().__init__(name, context.bus, context.clock, depends_on)
         self.settings = settings
-        self.signer: Signer = load_signer(context.secrets, settings.keystore_path)
-        self._secrets = context.secrets  # SecretStr fields: their repr is masked
-        self.address = self.signer.address
+        # To scrub from published text; SecretStr, so no repr of this object shows them.
+        self._secret_values = [SecretStr(value) for value in context.secrets.values()]
+        self._chain: LocalChain | None = None
+        if settings.chain is None:
+            self._use_signer(load_signer(context.secrets, settings.keystore_path))
         self.orders: dict[str, TrackedOrder] = {}
-        self._journalled: set[str] = set()  # order ids an earlier run already sent
+        # What the journal holds of this market's orders (OrderSubmitted/Filled/Failed).
+        self._history: dict[str, list[Event]] = {}
+        self._chain_problem: str | None = None
+        self._replayed: set[str] = set()
         self.stats = ExecutorStats()
         self._metrics_registry = context.metrics_registry
         self._collector: ExecutorCollector | None = None
@@ -83,6 +95,8 @@ class UniswapV2Executor(Component):
     # -- lifecycle ---------------------------------------------------------------------
 
     async def on_start(self) -> None:
+        if self.settings.chain is not None:
+            self._take_local_chain(self.settings.chain)
         s = self.settings
         self.rpc = self._rpc = rpc = await JsonRpc.connect(s.rpc_url, s.rpc_timeout_seconds)
         self.w3 = w3 = AsyncWeb3(rpc.provider)  # for start-up reads via contract ABIs
@@ -134,20 +148,81 @@ class UniswapV2Executor(Component):
         if s.journal_path is not None:
             await self._reconcile_from_journal(Path(s.journal_path))
         self.subscribe(OrderRequest, self._on_order_request, name=f"{self.name}.orders")
+        self._spawn(self._probe_chain())
         self.log.info(
             "executor.ready", account=self.address, chain_id=self.chain_id, pair=self.pair
         )
 
-    async def _reconcile_from_journal(self, path: Path) -> None:
-        """Settle this market's swaps that an earlier run sent but never saw settle, and
-        remember every swap the journal has, so a resumed run never sends one again."""
-        records, self._journalled = await asyncio.to_thread(
-            journalled_submissions, path, self.settings.symbol
+    def _use_signer(self, signer: Signer) -> None:
+        self.signer = signer
+        self.address = signer.address
+
+    def _take_local_chain(self, name: str) -> None:
+        """Trade on a ``local_chain`` component: its node, contracts and dev account."""
+        chain = chain_for(self.bus, name)
+        if chain is None or chain.deployment is None:
+            raise RuntimeError(
+                f"chain {name!r} is not a started local_chain component: "
+                "name it in this executor's depends_on"
+            )
+        self._chain = chain
+        self._use_signer(chain.trader)
+        self._secret_values = [*self._secret_values, *chain.secret_values()]
+        d = chain.deployment
+        self.settings = self.settings.model_copy(
+            update={
+                "rpc_url": chain.rpc_url,
+                "chain_id": d.chain_id,
+                "router": d.router,
+                "base_token": d.base_token,
+                "quote_token": d.quote_token,
+            }
         )
+
+    async def _reconcile_from_journal(self, path: Path) -> None:
+        """Learn this market's journalled orders, so a resumed run never sends one again,
+        and settle those an earlier run sent but never saw settle.
+
+        While the journal catches up (the engine re-derives what it holds), a journalled
+        order's request is answered with its journalled outcome events, not a swap; the
+        swaps still unsettled are settled once the catch-up is over, so their fills land
+        after everything the journal already holds, as they would have."""
+        self._history = await asyncio.to_thread(journal_history, path, self.settings.symbol)
+        unsettled = [
+            record
+            for events in self._history.values()
+            if not any(isinstance(e, OrderFilled | OrderFailed) for e in events)
+            for record in submitted_records(events)
+        ]
+        journal = journal_for(self.bus, path)
+        if journal is not None and not journal.caught_up.is_set():
+            self._spawn(self._reconcile_after_catch_up(journal.caught_up, unsettled))
+        elif unsettled:
+            await self._reconcile_and_log(unsettled)
+
+    async def _reconcile_after_catch_up(
+        self, caught_up: asyncio.Event, records: list[SubmittedRecord]
+    ) -> None:
+        await caught_up.wait()
         if records:
-            statuses = await self.reconcile(records)
-            orders = {order_id: str(status) for order_id, status in statuses.items()}
-            self.log.warning("executor.reconciled", orders=orders)
+            await self._reconcile_and_log(records)
+
+    async def _reconcile_and_log(self, records: list[SubmittedRecord]) -> None:
+        statuses = await self.reconcile(records)
+        orders = {order_id: str(status) for order_id, status in statuses.items()}
+        self.log.warning("executor.reconciled", orders=orders)
+
+    async def _replay_journalled(self, request: OrderRequest) -> None:
+        """Re-publish what the journal holds of an order an earlier run handled."""
+        self.log.info("order.replayed_from_journal", order_id=request.order_id)
+        for event in self._history[request.order_id]:
+            await self.bus.publish(event)
+            if isinstance(event, OrderFilled | OrderFailed):
+                filled = isinstance(event, OrderFilled)
+                status = OrderStatus.FILLED if filled else OrderStatus.FAILED
+                self.orders[request.order_id] = TrackedOrder(
+                    request.order_id, request.correlation_id, status=status
+                )
 
     async def on_stop(self) -> None:
         if self._collector is not None:
@@ -184,27 +259,59 @@ class UniswapV2Executor(Component):
         return sum(1 for o in self.orders.values() if o.status is OrderStatus.PENDING)
 
     def _update_health(self) -> None:
-        """DEGRADED while orders are PENDING (receipts not arriving), RUNNING again after."""
+        """DEGRADED while the node does not answer or orders are PENDING (receipts not
+        arriving), RUNNING again after: /ready shows whether the chain is reachable."""
         if self.state not in ("RUNNING", "DEGRADED"):
             return
-        pending = self.pending_count()
-        if pending:
-            self.degrade(f"{pending} order(s) PENDING: receipts not arriving in time")
+        problems = [self._chain_problem] if self._chain_problem else []
+        if pending := self.pending_count():
+            problems.append(f"{pending} order(s) PENDING: receipts not arriving in time")
+        if problems:
+            self.degrade("; ".join(problems))
         else:
             self.recover()
 
-    def status(self, order_id: str) -> OrderStatus | None:
+    async def _probe_chain(self) -> None:
+        """Ask the node for its block number every ``health_check_seconds``."""
+        while True:
+            await asyncio.sleep(self.settings.health_check_seconds)
+            try:
+                await self.rpc.request("eth_blockNumber", [])
+                problem = None
+            except (*RPC_ERRORS, RpcError) as exc:
+                problem = f"chain unreachable at {self.settings.rpc_url}: {type(exc).__name__}"
+            if problem != self._chain_problem:
+                self._chain_problem = problem
+                self._update_health()
+
+    def order_status(self, order_id: str) -> OrderStatus | None:
         order = self.orders.get(order_id)
         return order.status if order else None
+
+    def status(self) -> dict[str, Any]:
+        """For GET /status: the account, the pool, and the orders in flight."""
+        by_status: dict[str, int] = {}
+        for order in self.orders.values():
+            by_status[str(order.status)] = by_status.get(str(order.status), 0) + 1
+        return {
+            "symbol": self.settings.symbol,
+            "account": getattr(self, "address", None),
+            "chain_id": getattr(self, "chain_id", None),
+            "pair": getattr(self, "pair", None),
+            "orders": by_status,
+            "chain_problem": self._chain_problem,
+        }
 
     async def execute(self, request: OrderRequest) -> None:
         """Quote, send and settle one order; never raises (failures are OrderFailed)."""
         if request.order_id in self.orders:
             self.log.warning("order.duplicate_ignored", order_id=request.order_id)
             return
-        if request.order_id in self._journalled:
+        if request.order_id in self._history:
             # A resumed run re-derives orders an earlier run already sent: never again.
-            self.log.warning("order.already_journalled", order_id=request.order_id)
+            if request.order_id not in self._replayed:
+                self._replayed.add(request.order_id)
+                await self._replay_journalled(request)
             return
         order = TrackedOrder(request.order_id, request.correlation_id)
         self.orders[request.order_id] = order
@@ -242,6 +349,13 @@ class UniswapV2Executor(Component):
             return await self._fail(order, "INVALID_AMOUNT", f"amount_in={request.amount_in}")
         if not 0 <= request.max_slippage_bps < 10_000:
             return await self._fail(order, "INVALID_SLIPPAGE", str(request.max_slippage_bps))
+        if self._chain is not None:
+            try:
+                await self._chain.pool_settled()  # trade the pool as of this bar's close
+            except TimeoutError:
+                return await self._fail(
+                    order, "POOL_NOT_SETTLED", "an arbitrage step of an earlier bar hangs"
+                )
         path = self._path(request)
         token_in = path[0]
         try:
@@ -279,15 +393,26 @@ class UniswapV2Executor(Component):
         data = self._swap_data(request.amount_in, min_out, path, deadline)
         gas = int(gas_estimate * s.gas_padding) + s.gas_extra  # type: ignore[operator]
         try:
-            sent = await self.sender.send(s.router, data, gas, fees)
+            sent = await self.sender.send(
+                s.router, data, gas, fees, on_signed=self._announcer(order)
+            )
         except SendRejectedError as exc:
             return await self._fail(order, exc.reason, exc.detail)
         order.sent.append(sent)
         order.tx_hashes.append(sent.tx_hash)
         order.nonce = sent.nonce
         order.status = OrderStatus.SUBMITTED
-        await self._publish_submitted(order, sent)
+        self.stats.submitted += 1
         return True
+
+    def _announcer(self, order: TrackedOrder) -> OnSigned:
+        """Publishes ``OrderSubmitted`` for a signed transaction before it is sent: the
+        journal commits it at once, so no swap can be out there without a record."""
+
+        async def announce(nonce: int, tx_hash: str) -> None:
+            await self._publish_submitted(order, nonce, tx_hash)
+
+        return announce
 
     @staticmethod
     async def _noop() -> None:
@@ -349,7 +474,7 @@ class UniswapV2Executor(Component):
                 try:
                     receipt = await self._check_chain(order)
                 except _Dropped as exc:
-                    await self._fail(order, "DROPPED", str(exc))
+                    await self._fail(order, exc.reason, str(exc))
                     return
             if receipt is None:
                 await self._maybe_replace(order)
@@ -375,10 +500,23 @@ class UniswapV2Executor(Component):
                 found = await self.receipts.fetch(order.tx_hashes)
                 if found:
                     return next(iter(found.values()))
-                raise _Dropped(f"nonce {order.nonce} was used by a transaction not sent for it")
+                raise _Dropped(
+                    "DROPPED", f"nonce {order.nonce} was used by a transaction not sent for it"
+                )
+            if not await self._known_to_node(order.tx_hashes):
+                if not order.sent:
+                    # Journalled by an earlier process that died before sending it (the
+                    # journal is written first): its nonce is free and the node does not
+                    # hold it, so nothing can ever mine it.
+                    raise _Dropped("NOT_SENT", f"nonce {order.nonce}: the node never got it")
+                await self.sender.rebroadcast(order.sent[-1])  # a send that never arrived
         except (*RPC_ERRORS, RpcError) as exc:
             self.log.info("order.still_pending", order_id=order.order_id, error=type(exc).__name__)
         return None
+
+    async def _known_to_node(self, tx_hashes: list[str]) -> bool:
+        found = await asyncio.gather(*(self.rpc.get_transaction(h) for h in tx_hashes))
+        return any(tx is not None for tx in found)
 
     async def _maybe_replace(self, order: TrackedOrder) -> None:
         s = self.settings
@@ -396,7 +534,7 @@ class UniswapV2Executor(Component):
             order.can_replace = False  # at the cap: keep waiting for the one we have
             return
         fees = max(bumped, current, key=lambda f: f.max_fee_per_gas)
-        replacement = await self.sender.replace(last, fees)
+        replacement = await self.sender.replace(last, fees, on_signed=self._announcer(order))
         if replacement is None:
             return
         order.sent.append(replacement)
@@ -409,7 +547,6 @@ class UniswapV2Executor(Component):
             tx=replacement.tx_hash,
             max_fee_gwei=fees.max_fee_per_gas / GWEI,
         )
-        await self._publish_submitted(order, replacement)
 
     async def _finish(self, order: TrackedOrder, receipt: Receipt) -> None:
         """Publish the fill or the failure of a mined transaction, exactly once."""
@@ -465,9 +602,7 @@ class UniswapV2Executor(Component):
 
     # -- publishing --------------------------------------------------------------------
 
-    async def _publish_submitted(self, order: TrackedOrder, sent: SentTx) -> None:
-        if len(order.sent) <= 1:
-            self.stats.submitted += 1
+    async def _publish_submitted(self, order: TrackedOrder, nonce: int, tx_hash: str) -> None:
         now = self.clock.timestamp_ns()
         await self.bus.publish(
             OrderSubmitted(
@@ -475,13 +610,14 @@ class UniswapV2Executor(Component):
                 ts_init=now,
                 correlation_id=order.correlation_id,
                 order_id=order.order_id,
-                venue_order_id=sent.tx_hash,
-                nonce=sent.nonce,
+                venue_order_id=tx_hash,
+                nonce=nonce,
             )
         )
 
     def _scrub(self, text: str) -> str:
-        for secret in self._secrets.values():
+        for masked in self._secret_values:
+            secret = masked.get_secret_value()
             if len(secret) >= 8:
                 text = text.replace(secret, REDACTED).replace(secret.removeprefix("0x"), REDACTED)
         return text
@@ -533,7 +669,7 @@ class UniswapV2Executor(Component):
             order = TrackedOrder(
                 order_id,
                 status=OrderStatus.PENDING,
-                nonce=records[0].nonce,
+                nonce=records[-1].nonce,  # an earlier attempt may have been refused
                 tx_hashes=[r.tx_hash.lower() for r in records],
                 can_replace=False,  # we do not hold the signed payload: wait, never re-send
             )
@@ -541,7 +677,7 @@ class UniswapV2Executor(Component):
             try:
                 receipt = await self._check_chain(order)
             except _Dropped as exc:
-                await self._fail(order, "DROPPED", str(exc))
+                await self._fail(order, exc.reason, str(exc))
                 receipt = None
             if receipt is not None:
                 await self._finish(order, receipt)
@@ -551,26 +687,3 @@ class UniswapV2Executor(Component):
             statuses[order_id] = order.status
         self._update_health()
         return statuses
-
-
-def journalled_submissions(path: Path, symbol: str) -> tuple[list[SubmittedRecord], set[str]]:
-    """``symbol``'s swaps the journal saw submitted and never saw settle, and the ids of
-    every order the journal saw submitted at all."""
-    if not path.exists():
-        return [], set()
-    reader = JournalReader.open(path)
-    try:
-        unsettled = [
-            SubmittedRecord(sent.order_id, sent.venue_order_id, sent.nonce)  # type: ignore[attr-defined]
-            for request, submissions in reader.unsettled_submissions()
-            if request.symbol == symbol  # type: ignore[attr-defined]
-            for sent in submissions
-            if sent.nonce is not None  # type: ignore[attr-defined]
-        ]
-        submitted = {
-            row.event().order_id  # type: ignore[attr-defined]
-            for row in reader.rows(types=("OrderSubmitted",))
-        }
-        return unsettled, submitted
-    finally:
-        reader.conn.close()

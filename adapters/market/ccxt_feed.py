@@ -37,6 +37,7 @@ from engine.registry import ComponentContext
 
 T = TypeVar("T")
 NANOS_PER_MS = 1_000_000
+DISCONNECTED = "disconnected from "  # the reason of a DEGRADED state this feed can end
 Candle = list[Any]  # ccxt OHLCV row: [open_ms, open, high, low, close, volume]
 
 log = structlog.get_logger("adapters.market.ccxt")
@@ -213,6 +214,12 @@ class CcxtFeedConfig(StrictModel):
         60.0, gt=0, le=3600, description="Longest wait between reconnection attempts."
     )
     timeout_seconds: float = Field(10.0, gt=0, le=300, description="Per-request timeout.")
+    stale_after_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="DEGRADED (so /ready says the market data is stale) when the next "
+        "candle is this long overdue: settled but not received.",
+    )
     rate_limit_ms: float | None = Field(
         None, gt=0, description="Override ccxt's pause between requests (its default if unset)."
     )
@@ -255,6 +262,7 @@ class CcxtBarFeed(Component):
         self._step_ms = 0
         self._exchange: ccxt.async_support.Exchange | None = None
         self._task: asyncio.Task[None] | None = None
+        self._watchdog: asyncio.Task[None] | None = None
 
     async def on_start(self) -> None:
         s = self.settings
@@ -281,13 +289,15 @@ class CcxtBarFeed(Component):
     async def on_all_started(self) -> None:
         # Publishing starts once every subscriber is running, so none misses a bar.
         self._task = asyncio.create_task(self._run(), name=f"{self.name}.run")
+        self._watchdog = asyncio.create_task(self._watch_freshness(), name=f"{self.name}.fresh")
 
     async def on_stop(self) -> None:
         try:
-            if self._task is not None:
-                self._task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._task
+            for task in (self._task, self._watchdog):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
         finally:
             if self._exchange is not None:
                 await self._exchange.close()
@@ -297,6 +307,30 @@ class CcxtBarFeed(Component):
         if self._exchange is None:
             raise RuntimeError(f"{self.name}: not started")
         return self._exchange
+
+    # -- freshness -----------------------------------------------------------------------
+
+    def overdue_seconds(self) -> float:
+        """How long the candle after the newest one published is overdue (0 if not):
+        due once it has closed and settled."""
+        if self.last_open_ms is None or not self._step_ms:
+            return 0.0
+        due_ns = (self.last_open_ms + 2 * self._step_ms) * NANOS_PER_MS
+        due_ns += int(self.settings.settle_seconds * NANOS_PER_SECOND)
+        return max(0.0, (self.clock.timestamp_ns() - due_ns) / NANOS_PER_SECOND)
+
+    async def _watch_freshness(self) -> None:
+        """A connection can stay up while the exchange sends nothing new: DEGRADED while
+        the next candle is more than ``stale_after_seconds`` overdue."""
+        stale = "stale: "
+        while True:
+            await asyncio.sleep(min(max(self.settings.stale_after_seconds / 4, 0.05), 15.0))
+            overdue = self.overdue_seconds()
+            if overdue > self.settings.stale_after_seconds:
+                if self.state is ComponentState.RUNNING:
+                    self.degrade(f"{stale}the next candle is {overdue:.0f} s overdue")
+            elif self.state is ComponentState.DEGRADED and self.health().reason.startswith(stale):
+                self.recover()
 
     # -- the connection loop -----------------------------------------------------------
 
@@ -316,7 +350,8 @@ class CcxtBarFeed(Component):
                     await self.exchange.load_markets()
                     self.exchange.market(s.symbol)  # BadSymbol if the exchange has no such market
                 await self._catch_up()
-                self.recover()
+                if self.health().reason.startswith(DISCONNECTED):
+                    self.recover()
                 attempt = 0
                 if self.streaming:
                     await self._stream()
@@ -326,7 +361,7 @@ class CcxtBarFeed(Component):
                 delay = backoff_delay(attempt, s.backoff_initial_seconds, s.backoff_max_seconds)
                 delay = max(delay, retry_after_seconds(self.exchange, exc))
                 if self.state is not ComponentState.DEGRADED:  # keep the first reason
-                    self.degrade(f"disconnected from {s.exchange}: {type(exc).__name__}")
+                    self.degrade(f"{DISCONNECTED}{s.exchange}: {type(exc).__name__}")
                 self.log.warning(
                     "ccxt_feed.reconnecting",
                     error=type(exc).__name__,

@@ -456,6 +456,29 @@ async def test_disconnect_degrades_then_backfills_the_gap_without_duplicates(fak
         await h.feed.stop()
 
 
+async def test_an_exchange_that_goes_quiet_makes_the_feed_stale_until_candles_come_again(
+    fake, source_candles
+):
+    """Connected, answering, but no new candle: /ready must not call that fresh."""
+    k = 610
+    h = FeedHarness(
+        fake, source_candles[k].open_ms + MID, history_candles=2, stale_after_seconds=0.2
+    )
+    await h.start()
+    try:
+        await wait_until(lambda: len(h.bars) == 2, "the history candles")
+        # The feed's clock moves three hours on; the exchange's does not (it went quiet).
+        h.clock.advance_to((source_candles[k + 3].open_ms + MID) * NS_PER_MS)
+        await wait_until(lambda: h.feed.state is ComponentState.DEGRADED, "DEGRADED")
+        assert h.feed.health().reason.startswith("stale: the next candle is")
+        assert h.feed.overdue_seconds() > 60
+        await fake.advance(source_candles[k + 3].open_ms + MID)  # candles flow again
+        await wait_until(lambda: h.feed.state is ComponentState.RUNNING, "RUNNING again")
+        assert h.opens() == [c.open_ms for c in source_candles[k - 2 : k + 3]]
+    finally:
+        await h.feed.stop()
+
+
 async def test_feed_retries_429_and_5xx_with_exponential_backoff(fake, source_candles):
     k = 620
     h = FeedHarness(

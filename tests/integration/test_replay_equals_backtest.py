@@ -35,11 +35,9 @@ def models(tmp_path_factory) -> Path:
 def all_in_config(models: Path, journal: Path) -> dict:
     """The paper loop with the backtest's assumptions: all in or all out, no limits that
     the vectorised backtest does not have, a pool deep enough to make impact negligible."""
-    config = paper_config(models, journal, END)
+    # certainty > 0.6 ⇔ P(up) > 0.6 (BUY) or P(up) < 0.4 (SELL)
+    config = paper_config(models, journal, END, high_confidence=ENTER, trade_on="high")
     for entry in config["components"]:
-        if entry["type"] == "ml_direction":
-            # certainty > 0.6 ⇔ P(up) > 0.6 (BUY) or P(up) < 0.4 (SELL)
-            entry["config"].update(high_confidence=ENTER, trade_on="high")
         if entry["type"] == "risk":
             entry["config"] = {
                 "order_notional_quote": 1e12,

@@ -222,7 +222,7 @@ async def test_200_concurrent_orders_all_fill_with_consecutive_nonces(chain, mak
     assert harness.executor.nonces.resyncs == 0
     assert harness.executor.approvals.sent == 2  # one per token, not one per order
     assert len({f.venue_order_id for f in fills}) == 200
-    assert all(harness.executor.status(i) is OrderStatus.FILLED for i in ids)
+    assert all(harness.executor.order_status(i) is OrderStatus.FILLED for i in ids)
     filled_total = harness.registry.get_sample_value(
         "trade_engine_dex_orders_total", {"component": "dex", "outcome": "filled"}
     )

@@ -15,7 +15,7 @@ from engine.bus import EventBus
 from engine.clock import LiveClock, SimulatedClock
 from engine.config import Secrets
 from engine.events import OrderFailed, OrderFilled, OrderSubmitted
-from engine.journal import Journal, JournalConfig, JournalReader
+from engine.journal import RUN_EVENT_TYPES, Journal, JournalConfig, JournalReader
 from engine.registry import ComponentContext
 from tests.chain_helpers import (
     TOKEN,
@@ -49,6 +49,15 @@ async def wait_until(predicate, within: float = 10.0) -> None:
         await asyncio.sleep(0.01)
 
 
+async def node_has(chain: Chain, sent: OrderSubmitted) -> None:
+    """Wait until the node holds a journalled transaction: the executor journals a swap
+    before it sends it (write-ahead), so OrderSubmitted alone does not mean sent."""
+    await wait_until(lambda: rpc_call(chain.url, "eth_getTransactionByHash", [sent.venue_order_id]))
+
+
+PENDING = OrderStatus.PENDING
+
+
 def metric(harness, name: str) -> float:
     value = harness.registry.get_sample_value(name, {"component": "dex"})
     assert value is not None, f"no {name}"
@@ -79,15 +88,16 @@ async def test_rpc_outage_while_swap_in_flight_goes_pending_then_fills_exactly_o
     own_chain.anvil.rpc("evm_setAutomine", False)
     request = order("BUY", 10 * TOKEN)
     await harness.bus.publish(request)
-    await harness.recorder.wait_for(
+    sent = await harness.recorder.wait_for(
         lambda e: isinstance(e, OrderSubmitted) and e.order_id == request.order_id
     )
+    await node_has(own_chain, sent)
     own_chain.anvil.freeze()
     try:
-        await wait_until(lambda: harness.executor.status(request.order_id) is OrderStatus.PENDING)
+        await wait_until(lambda: harness.executor.order_status(request.order_id) is PENDING)
         await asyncio.sleep(1.0)  # polls time out against the frozen node
         assert harness.executor.receipts.failed_polls > 0
-        assert harness.executor.status(request.order_id) is OrderStatus.PENDING
+        assert harness.executor.order_status(request.order_id) is OrderStatus.PENDING
         assert not harness.recorder.of(OrderFailed)
         assert harness.executor.state == "DEGRADED"
         assert metric(harness, "trade_engine_dex_orders_pending") == 1
@@ -101,7 +111,7 @@ async def test_rpc_outage_while_swap_in_flight_goes_pending_then_fills_exactly_o
     sent = [e for e in harness.recorder.of(OrderSubmitted) if e.order_id == request.order_id]
     assert len(mine) == 1
     assert len(sent) == 1
-    assert harness.executor.status(request.order_id) is OrderStatus.FILLED
+    assert harness.executor.order_status(request.order_id) is OrderStatus.FILLED
     assert harness.executor.state == "RUNNING"
     assert metric(harness, "trade_engine_dex_orders_pending") == 0
     assert metric(harness, "trade_engine_dex_receipt_poll_failures_total") > 0
@@ -130,6 +140,7 @@ async def test_stuck_transaction_is_replaced_at_a_higher_fee_with_the_same_nonce
     first, second = submissions()[:2]
     assert first.nonce == second.nonce
     assert first.venue_order_id != second.venue_order_id
+    await node_has(own_chain, second)
     await asyncio.to_thread(own_chain.anvil.rpc, "evm_mine")
     filled = await outcome(harness, request.order_id)
     assert isinstance(filled, OrderFilled)
@@ -150,9 +161,10 @@ async def test_mined_revert_is_decoded_by_replaying_the_call(own_chain, make_exe
     own_chain.anvil.rpc("evm_setAutomine", False)
     request = order("SELL", TOKEN // 10)
     await harness.bus.publish(request)
-    await harness.recorder.wait_for(
+    sent = await harness.recorder.wait_for(
         lambda e: isinstance(e, OrderSubmitted) and e.order_id == request.order_id
     )
+    await node_has(own_chain, sent)
     # The block that includes it comes after the swap's deadline: it reverts on chain.
     own_chain.anvil.rpc("evm_setNextBlockTimestamp", chain_now + 600)
     await asyncio.to_thread(own_chain.anvil.rpc, "evm_mine")
@@ -178,6 +190,7 @@ async def test_reconcile_in_a_fresh_executor_publishes_each_fill_once_and_never_
         sent = await harness.recorder.wait_for(
             lambda e: isinstance(e, OrderSubmitted) and e.order_id == request.order_id
         )
+        await node_has(own_chain, sent)
         await harness.executor.stop()  # the process dies before the receipt
         return SubmittedRecord(sent.order_id, sent.venue_order_id, sent.nonce)
 
@@ -223,11 +236,12 @@ async def test_reconcile_reports_a_nonce_taken_by_another_transaction_as_dropped
 async def test_restart_reconciles_from_the_journal_and_records_the_fill_exactly_once(
     own_chain, tmp_path
 ):
-    """A run sends a swap and dies before its receipt; the next run settles it from the
-    journal: one fill, the swap never sent again, nothing lost from the journal.
+    """A run sends a swap and dies before its receipt; the next run re-derives the same
+    orders (as the engine's catch-up does) and settles the swap from the journal: one
+    fill, appended after what the journal held; no swap ever sent again; nothing lost.
 
-    The "death" is a stop that settles nothing; a kill -9 of the daemon itself is for
-    the demo config to test (see the issue)."""
+    The "death" here is a stop that settles nothing; test_dex_daemon.py kill -9s a
+    real daemon."""
     trader = await new_trader(own_chain)
     journal_path = tmp_path / "journal.sqlite"
 
@@ -246,42 +260,130 @@ async def test_restart_reconciles_from_the_journal_and_records_the_fill_exactly_
         return ExecutorHarness(executor, bus, recorder, context.metrics_registry), journal
 
     first, journal = await run()
-    await warm_up(first)
+    requests = [order("BUY", 10 * TOKEN), order("SELL", TOKEN // 10)]
+    for warm in requests:  # mined: approvals done before mining is switched off
+        await first.bus.publish(warm)
+        assert isinstance(await outcome(first, warm.order_id), OrderFilled)
     own_chain.anvil.rpc("evm_setAutomine", False)
     request = order("BUY", 10 * TOKEN)
+    requests.append(request)
     await first.bus.publish(request)
     sent = await first.recorder.wait_for(
         lambda e: isinstance(e, OrderSubmitted) and e.order_id == request.order_id
     )
+    await node_has(own_chain, sent)
     await first.executor.stop()  # the process dies before the receipt...
     await journal.stop()  # ...with the submission already on disk (committed at once)
     sent_count = int(
         rpc_call(own_chain.url, "eth_getTransactionCount", [trader.address, "pending"]), 16
     )
     own_chain.anvil.rpc("evm_mine")
+    held = len(JournalReader.open(journal_path).trading_keys())
 
-    second, journal = await run()  # reconciles in start()
-    fills = second.recorder.of(OrderFilled)
-    assert [f.order_id for f in fills] == [request.order_id]
-    assert fills[0].venue_order_id == sent.venue_order_id
-    assert second.recorder.of(OrderSubmitted) == []  # never sent again
+    second, journal = await run()
+    assert not journal.caught_up.is_set()
+    assert second.recorder.of(OrderFilled) == []  # nothing settles before the catch-up
+    fills = []
+    for again in requests:  # the catch-up re-derives the same orders...
+        await second.bus.publish(again)
+        fills.append(await outcome(second, again.order_id))
+    assert journal.caught_up.is_set()
+    assert journal.skipped == held  # ...and the executor re-produced all the journal held
+    assert all(isinstance(f, OrderFilled) for f in fills)
+    assert fills[-1].venue_order_id == sent.venue_order_id
+    assert [e.venue_order_id for e in second.recorder.of(OrderSubmitted)][-1] == sent.venue_order_id
     await second.executor.stop()
     await journal.stop()
 
-    third, journal = await run()  # a further restart finds nothing left to settle
-    assert third.recorder.of(OrderFilled) == []
-    await third.bus.publish(request)  # a resumed run re-deriving the same order...
+    third, journal = await run()  # a further restart: everything settled, nothing to do
+    for again in requests:
+        await third.bus.publish(again)
+        await outcome(third, again.order_id)
     await asyncio.sleep(0.2)
-    assert third.recorder.of(OrderSubmitted) == []  # ...is never sent again
+    assert journal.skipped == held + 1  # the fill appended last time is re-produced too
+    assert [f.order_id for f in third.recorder.of(OrderFilled)] == [r.order_id for r in requests]
     await third.executor.stop()
     await journal.stop()
 
     final_count = int(
         rpc_call(own_chain.url, "eth_getTransactionCount", [trader.address, "latest"]), 16
     )
-    assert final_count == sent_count
+    assert final_count == sent_count  # the swap was never sent again
     reader = JournalReader.open(journal_path)
     rows = [(r.type, getattr(r.event(), "order_id", None)) for r in reader.rows()]
     mine = [kind for kind, order_id in rows if order_id == request.order_id]
     assert mine == ["OrderRequest", "OrderSubmitted", "OrderFilled"]
+    trading = [row for row in rows if row[0] not in RUN_EVENT_TYPES]
+    assert trading[-1] == ("OrderFilled", request.order_id)  # appended after the catch-up
     assert reader.unsettled_submissions() == []
+
+
+async def test_node_freezing_between_journal_write_and_send_still_fills_exactly_once(
+    own_chain, make_executor
+):
+    """The swap is journalled, then the node freezes before the send reaches it: the
+    send is ambiguous, the order PENDING; once the node is back the same transaction
+    (same hash) is mined, possibly re-broadcast, and filled exactly once."""
+    trader = await new_trader(own_chain)
+    harness = await make_executor(
+        own_chain,
+        trader,
+        receipt_timeout_seconds=0.5,
+        pending_poll_seconds=0.2,
+        rpc_timeout_seconds=0.3,
+        replace_after_seconds=0,
+    )
+    await warm_up(harness)
+    request = order("BUY", 10 * TOKEN)
+
+    frozen: list[str] = []
+
+    def freeze_on_journal_write(event: OrderSubmitted) -> None:
+        if event.order_id == request.order_id and not frozen:
+            frozen.append(event.venue_order_id)
+            own_chain.anvil.freeze()  # sync handler: runs before the executor sends
+
+    harness.bus.subscribe(OrderSubmitted, freeze_on_journal_write, name="freezer")
+    nonce_before = int(
+        rpc_call(own_chain.url, "eth_getTransactionCount", [trader.address, "latest"]), 16
+    )
+    await harness.bus.publish(request)
+    try:
+        await wait_until(lambda: harness.executor.order_status(request.order_id) is PENDING)
+        assert frozen
+        await asyncio.sleep(0.5)
+    finally:
+        own_chain.anvil.resume()
+    filled = await outcome(harness, request.order_id)
+    assert isinstance(filled, OrderFilled)
+    await asyncio.sleep(0.5)  # a duplicate would show by now
+    sent = [e for e in harness.recorder.of(OrderSubmitted) if e.order_id == request.order_id]
+    assert len(sent) == 1
+    assert filled.venue_order_id == sent[0].venue_order_id
+    assert len([e for e in harness.recorder.of(OrderFilled) if e.order_id == request.order_id]) == 1
+    nonce_after = int(
+        rpc_call(own_chain.url, "eth_getTransactionCount", [trader.address, "latest"]), 16
+    )
+    assert nonce_after == nonce_before + 1
+
+
+async def test_an_unreachable_node_degrades_the_executor_until_it_answers_again(
+    own_chain, make_executor
+):
+    """What /ready reports as "chain reachable": the executor probes the node."""
+    trader = await new_trader(own_chain)
+    harness = await make_executor(
+        own_chain, trader, health_check_seconds=0.1, rpc_timeout_seconds=0.3
+    )
+    executor = harness.executor
+    assert executor.state == "RUNNING"
+    own_chain.anvil.freeze()
+    try:
+        await wait_until(lambda: executor.state == "DEGRADED", within=5)
+        assert "chain unreachable" in executor.health().reason
+        assert executor.status()["chain_problem"].startswith("chain unreachable")
+    finally:
+        own_chain.anvil.resume()
+    await wait_until(lambda: executor.state == "RUNNING", within=5)
+    assert executor.status()["chain_problem"] is None
+    assert executor.status()["account"] == trader.address

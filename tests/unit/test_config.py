@@ -28,13 +28,20 @@ def problems_of(path: Path) -> list[str]:
     return info.value.problems
 
 
-def test_shipped_default_config_is_valid():
+def test_shipped_default_config_is_the_dex_demo():
     config = load_engine_config(ROOT / "config" / "engine.yaml")
-    # Until the DEX demo lands, the default config is the paper-trading loop.
-    assert (ROOT / "config" / "engine.yaml").resolve() == ROOT / "config" / "paper.yaml"
     assert [c.type for c in config.components] == [
-        "journal", "heartbeat", "replay", "features", "ml_direction",
-        "portfolio", "paper_executor", "risk",
+        "journal", "heartbeat", "local_chain", "replay", "features", "strategy_configs",
+        "model_monitor", "prediction_api", "portfolio", "uniswap_v2_executor", "risk",
+    ]  # fmt: skip
+    assert config.api.host == "127.0.0.1"
+
+
+def test_shipped_paper_config_is_valid():
+    config = load_engine_config(ROOT / "config" / "paper.yaml")
+    assert [c.type for c in config.components] == [
+        "journal", "heartbeat", "replay", "features", "strategy_configs", "model_monitor",
+        "prediction_api", "portfolio", "paper_executor", "risk",
     ]  # fmt: skip
     assert config.api.host == "127.0.0.1"
 
