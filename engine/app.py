@@ -150,7 +150,8 @@ class Engine:
         await self.graph.stop(timeout_per_component=per_component)
         remaining = max(deadline - time.monotonic(), 0.01)
         try:
-            await asyncio.wait_for(self.bus.close(), remaining)
+            async with asyncio.timeout(remaining):
+                await self.bus.close()
         except TimeoutError:
             left = {s.name: s.depth for s in self.bus.subscriptions if s.depth}
             log.error("engine.drain_timeout", undelivered=left)

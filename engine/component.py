@@ -242,7 +242,8 @@ class ComponentGraph:
         while self._started:
             comp = self._started.pop()
             try:
-                await asyncio.wait_for(comp.stop(), timeout_per_component)
+                async with asyncio.timeout(timeout_per_component):
+                    await comp.stop()
             except TimeoutError:
                 log.error("graph.stop_timeout", component=comp.name, timeout=timeout_per_component)
                 comp.fault(f"did not stop within {timeout_per_component}s")

@@ -22,18 +22,26 @@ Orders approved but not yet filled or failed count against balance and position.
 from __future__ import annotations
 
 import hashlib
+import time
 from collections import OrderedDict, deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from fractions import Fraction
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
+from engine.bus import LATENCY_BUCKETS_S, LatencyHistogram
 from engine.clock import NANOS_PER_SECOND
 from engine.component import Component
 from engine.events import (
+    Bar,
     OrderFailed,
     OrderFilled,
     OrderRequest,
@@ -143,6 +151,8 @@ class RiskManager(Component):
         self._decided: OrderedDict[str, None] = OrderedDict()
         self.rejections: dict[str, int] = {reason.value: 0 for reason in Reason}
         self.approved: dict[str, int] = {"BUY": 0, "SELL": 0}
+        self.tick_to_order = LatencyHistogram()
+        self._bar_mark: tuple[str, int] = ("", 0)  # (correlation id, perf_counter_ns)
         self.signals: dict[str, int] = {"BUY": 0, "SELL": 0, "HOLD": 0}
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -166,6 +176,7 @@ class RiskManager(Component):
         self._day = self.clock.timestamp_ns() // NANOS_PER_DAY
         self._day_start_equity = self._last_equity = equity
         self.evaluate_limits()  # a portfolio rebuilt in drawdown halts before any signal
+        self.subscribe(Bar, self._on_bar, name=f"{self.name}.bars")
         self.subscribe(Signal, self._on_signal, name=f"{self.name}.signals")
         self.subscribe(PortfolioUpdate, self._on_portfolio, name=f"{self.name}.portfolio")
         self.subscribe(OrderFilled, self._on_order_done, name=f"{self.name}.fills")
@@ -263,6 +274,11 @@ class RiskManager(Component):
         if decision is not None:
             self.bus.publish_nowait(decision)
 
+    def _on_bar(self, bar: Bar) -> None:
+        # Delivered before the bar's features (run-to-completion): the start of the
+        # bar → order path that ``tick_to_order`` times.
+        self._bar_mark = (bar.correlation_id, time.perf_counter_ns())
+
     def _on_portfolio(self, _update: PortfolioUpdate) -> None:
         self.evaluate_limits()
 
@@ -303,6 +319,8 @@ class RiskManager(Component):
                 detail=rejected.detail,
                 order_id=order_id,
             )
+        if self._bar_mark[0] == signal.correlation_id:
+            self.tick_to_order.observe_ns(time.perf_counter_ns() - self._bar_mark[1])
         now = self.clock.timestamp_ns()
         self._approvals.append(now)
         self._pending[order_id] = _Pending(signal.symbol, side, amount_in, expected_out)
@@ -522,6 +540,15 @@ class _RiskCollector(Collector):
         for action, count in sorted(r.signals.items()):
             signals.add_metric([action], count)
         yield signals
+        latency = HistogramMetricFamily(
+            "trade_engine_tick_to_order_seconds",
+            "From a bar reaching the risk manager's bar handler (before its features are "
+            "delivered) to the order approved for it: features, inference, risk checks.",
+        )
+        hist = r.tick_to_order
+        bounds = [str(b) for b in LATENCY_BUCKETS_S] + ["+Inf"]
+        latency.add_metric([], list(zip(bounds, hist.cumulative(), strict=True)), hist.sum_ns / 1e9)
+        yield latency
         state = GaugeMetricFamily(
             "trade_engine_risk_state", "Risk state (1 = current state).", labels=["state"]
         )

@@ -25,12 +25,12 @@ from engine.events import (
 from engine.journal import JournalReader
 from engine.registry import ComponentContext, build_component
 from engine.risk import Reason
-from tests.paper_support import paper_config, train_small_model
+from tests.paper_support import paper_config, shared_small_model
 
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory) -> Path:
-    return train_small_model(tmp_path_factory.mktemp("models"))
+    return shared_small_model(tmp_path_factory)
 
 
 async def test_paper_loop_trades_real_history_consistently_and_journals_it(models, tmp_path):

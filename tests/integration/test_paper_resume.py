@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from engine.journal import RUN_EVENT_TYPES
-from tests.paper_support import paper_config, train_small_model
+from tests.paper_support import paper_config, shared_small_model
 from tests.processes import EngineProcess, free_port
 
 pytestmark = pytest.mark.integration
@@ -23,7 +23,7 @@ END = "2021-03-31T23:00:00Z"  # 2021-01-01..03-31: 2,160 hourly bars
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory) -> Path:
-    return train_small_model(tmp_path_factory.mktemp("models"))
+    return shared_small_model(tmp_path_factory)
 
 
 def write(config: dict, path: Path) -> Path:

@@ -30,7 +30,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.paper_support import paper_config, train_small_model
+from tests.paper_support import paper_config, shared_small_model
 from tests.processes import ROOT, EngineProcess, free_port
 
 pytestmark = pytest.mark.integration
@@ -66,7 +66,7 @@ class Daemon:
 def daemon(tmp_path_factory) -> Iterator[Daemon]:
     """The paper loop over one week, replayed as fast as it runs, then idling (serving)."""
     tmp = tmp_path_factory.mktemp("prometheus-daemon")
-    models = train_small_model(tmp / "models")
+    models = shared_small_model(tmp_path_factory)
     config = paper_config(models, tmp / "journal.sqlite", end="2021-01-07T23:00:00Z")
     config.update(
         clock="live", api={"host": "127.0.0.1", "port": free_port()}, log={"format": "json"}

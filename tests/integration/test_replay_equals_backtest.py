@@ -21,7 +21,7 @@ from engine.registry import ComponentContext, build_component
 from strategies.features import compute
 from strategies.research.backtest import positions_from_probabilities
 from strategies.serving import ServingModel
-from tests.paper_support import MODEL, paper_config, train_small_model
+from tests.paper_support import MODEL, paper_config, shared_small_model
 
 START, END = "2021-01-01T00:00:00Z", "2021-03-31T23:00:00Z"
 ENTER, EXIT = 0.6, 0.4  # the seed's thresholds
@@ -29,7 +29,7 @@ ENTER, EXIT = 0.6, 0.4  # the seed's thresholds
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory) -> Path:
-    return train_small_model(tmp_path_factory.mktemp("models"))
+    return shared_small_model(tmp_path_factory)
 
 
 def all_in_config(models: Path, journal: Path) -> dict:

@@ -420,6 +420,20 @@ async def test_rejections_are_counted_by_reason_and_the_state_is_a_gauge():
     assert value("trade_engine_risk_state", {"state": "ACTIVE"}) == 0.0
 
 
+async def test_tick_to_order_times_only_orders_approved_for_the_bar_just_received():
+    rig = await trading_rig()
+    value = rig.registry.get_sample_value
+    bar_id = f"WETH/USDC|1h|{rig.clock.timestamp_ns()}"
+    assert isinstance(rig.signal("BUY", correlation_id=bar_id), OrderRequest)
+    assert value("trade_engine_tick_to_order_seconds_count") == 1.0
+    assert 0 < value("trade_engine_tick_to_order_seconds_sum") < 1.0
+    assert isinstance(rig.signal("BUY"), OrderRequest)  # not from a bar (an operator's)
+    assert value("trade_engine_tick_to_order_seconds_count") == 1.0
+    rig.bar(2_000.0)
+    assert isinstance(rig.signal("SELL", correlation_id=bar_id), OrderRequest)  # a bar late
+    assert value("trade_engine_tick_to_order_seconds_count") == 1.0
+
+
 def test_config_forbids_unknown_fields_and_inverted_order_bounds():
     with pytest.raises(ValidationError, match="extra"):
         RiskConfig.model_validate({"max_leverage": 3})
