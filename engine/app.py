@@ -195,10 +195,20 @@ async def run_daemon(
 
     loop.add_signal_handler(signal.SIGHUP, request_reload)
     log.info("engine.starting", name=config.name, components=[c.name for c in engine.graph])
-    try:
-        await engine.start()
-    except Exception as exc:
-        log.error("engine.start_failed", error=f"{type(exc).__name__}: {exc}")
+    starting = asyncio.ensure_future(engine.start())
+    stopping = asyncio.ensure_future(stop_requested.wait())
+    await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    if not starting.done():
+        # Stopped during start-up (a first model still training, say): give the start up.
+        starting.cancel()
+        await asyncio.gather(starting, return_exceptions=True)
+        log.info("engine.start_cancelled")
+        clean = await engine.stop()
+        log.info("engine.stopped", clean=clean)
+        return 0 if clean else 1
+    stopping.cancel()
+    if (failure := starting.exception()) is not None:
+        log.error("engine.start_failed", error=f"{type(failure).__name__}: {failure}")
         await engine.stop()
         return 1
     log.info("engine.running", components=len(engine.graph.components))

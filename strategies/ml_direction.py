@@ -16,9 +16,6 @@ wholly under one config.
 from __future__ import annotations
 
 import asyncio
-import functools
-import multiprocessing as mp
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -34,6 +31,7 @@ from strategies.model import TrainSettings
 from strategies.model_registry import ModelRegistry
 from strategies.serving import ServingModel
 from strategies.train import train_from_file
+from strategies.training_process import run_in_spawned_process
 
 
 class FirstModelConfig(StrictModel):
@@ -221,21 +219,17 @@ class MLDirectionStrategy(Component):
             "train properly with `trade-engine train`",
         )
         settings = TrainSettings(feature_set=s.feature_set, time_limit=first.time_limit)
-        # Training runs in its own process: it keeps the loop free, and the thread pools
-        # it leaves behind made single-row inference ten times slower when in-process.
-        with ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn")) as pool:
-            result = await asyncio.get_running_loop().run_in_executor(
-                pool,
-                functools.partial(
-                    train_from_file,
-                    path,
-                    settings,
-                    ModelRegistry(s.models_dir),
-                    s.model,
-                    promote=True,
-                    until=first.until,
-                ),
-            )
+        # In a spawned process (see strategies.training_process): the loop stays free and
+        # a stop during start-up ends the training at once.
+        result = await run_in_spawned_process(
+            train_from_file,
+            path,
+            settings,
+            ModelRegistry(s.models_dir),
+            s.model,
+            promote=True,
+            until=first.until,
+        )
         self.log.warning(
             "strategy.first_model_trained",
             model=f"{result.model.name}/{result.model.version}",

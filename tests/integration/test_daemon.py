@@ -7,8 +7,10 @@ import signal
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.processes import ROOT, EngineProcess, MakeRunProcess, free_port, write_config
 
@@ -155,5 +157,72 @@ def test_replay_command_runs_the_components_to_the_end_of_the_data_and_exits_0(t
         # 2,956 bars + 2,907 feature rows (after the 49-bar warm-up) + lifecycle events.
         assert finished["published"] > 2956 + 2907
         assert daemon.wait_for_log("engine.stopped")["clean"] is True
+    finally:
+        daemon.kill()
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live process below ``pid`` (from /proc)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z":
+            parents[int(stat.parent.name)] = int(fields[1])
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier}
+        found |= frontier
+    return found
+
+
+def test_sigterm_while_the_first_model_trains_stops_at_once_and_ends_the_training(tmp_path):
+    """A supervisor's SIGTERM during start-up must not wait for a minute of training."""
+    strategies = tmp_path / "strategies"
+    strategies.mkdir()
+    (strategies / "btc-usdt-1h.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "model": "btc-usdt-1h",
+                "models_dir": str(tmp_path / "models"),
+                "feature_set": "stationary",
+                "train_if_missing": {"data": "samples/BTC-USDT_1h.csv.gz", "time_limit": 120},
+            }
+        )
+    )
+    config = write_config(
+        tmp_path / "train.yaml",
+        api={"enabled": False},
+        log={"format": "json"},
+        components=[
+            {"name": "features", "type": "features", "config": {"feature_set": "stationary"}},
+            {"name": "strategy", "type": "strategy_configs", "config": {"dir": str(strategies)}},
+        ],
+    )
+    daemon = EngineProcess("run", "--config", str(config))
+    try:
+        daemon.wait_for_log("strategy.training_first_model", timeout=60)
+        time.sleep(2.0)  # the training process is up and busy
+        workers = descendants(daemon.proc.pid)
+        assert workers, "no training process"
+        stop_sent = time.monotonic()
+        daemon.send(signal.SIGTERM)
+        assert daemon.wait(timeout=20) == 0
+        assert time.monotonic() - stop_sent < 10
+        assert daemon.wait_for_log("engine.start_cancelled")
+        assert daemon.wait_for_log("engine.stopped")["clean"] is True
+        time.sleep(0.5)
+        assert not [pid for pid in workers if alive(pid)], "a training process outlived it"
+        assert not (tmp_path / "models" / "btc-usdt-1h" / "CURRENT").exists()
     finally:
         daemon.kill()
