@@ -16,6 +16,7 @@ from prometheus_client import (
     Gauge,
     PlatformCollector,
     ProcessCollector,
+    disable_created_metrics,
     generate_latest,
 )
 from prometheus_client.core import (
@@ -30,6 +31,10 @@ from prometheus_client.registry import Collector
 from engine import __version__
 from engine.bus import LATENCY_BUCKETS_S, EventBus
 from engine.component import ComponentHealth, ComponentState
+
+# Counters and histograms made with prometheus_client's classes (the prediction API's)
+# would each add a `_created` gauge family: noise that Prometheus conventions do not ask for.
+disable_created_metrics()
 
 NAMESPACE = "trade_engine"
 METRICS_CONTENT_TYPE = CONTENT_TYPE_LATEST

@@ -369,7 +369,7 @@ class _PortfolioCollector(Collector):
         for name, doc, value in (
             ("equity_quote", "Equity in quote tokens, marked at the last bar.", p.equity_quote),
             ("peak_equity_quote", "Highest equity so far, in quote tokens.", p.peak_equity_quote),
-            ("drawdown", "Fall from peak equity, as a fraction of the peak.", p.drawdown),
+            ("drawdown_ratio", "Fall from peak equity, as a fraction of the peak.", p.drawdown),
             ("realised_pnl_quote", "Realised PnL in quote tokens, before gas.", p.realised_pnl),
             ("unrealised_pnl_quote", "Unrealised PnL in quote tokens.", p.unrealised_pnl),
             ("gas_charged_quote", "Gas charged to equity, in quote tokens.", p.gas_charged_quote),

@@ -8,7 +8,7 @@ scores; the window restarts when the strategy's model version changes, so the ro
 accuracy always describes the model in use.
 
 Metrics (read at scrape time, like the risk manager's): ``trade_engine_model_info``,
-``trade_engine_model_rolling_accuracy``, ``trade_engine_model_predictions_scored_total``
+``trade_engine_model_rolling_accuracy_ratio``, ``trade_engine_model_predictions_scored_total``
 and ``trade_engine_model_signals_total`` (by confidence), labelled by strategy (the
 signals' ``strategy_id``, so bounded by the configured strategies).
 Signals are matched to bars by symbol only (``Signal`` carries no timeframe): run one
@@ -166,7 +166,7 @@ class _ModelCollector(Collector):
                 labels=["strategy", "model_version"],
             ),
             GaugeMetricFamily(
-                f"{METRIC_PREFIX}_rolling_accuracy",
+                f"{METRIC_PREFIX}_rolling_accuracy_ratio",
                 "Share of the strategy's last N scored predictions whose direction the next "
                 "bar confirmed (N = the monitor's window; restarted on a model change).",
                 labels=["strategy"],

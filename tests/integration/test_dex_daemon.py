@@ -132,7 +132,7 @@ def test_demo_trades_the_replayed_market_through_the_real_router_and_stops_anvil
         assert arbitrage
         assert float(arbitrage[0].split()[-1]) > BARS / 2  # the pool followed the market
         assert "trade_engine_portfolio_equity_quote" in metrics
-        assert "trade_engine_portfolio_drawdown" in metrics
+        assert "trade_engine_portfolio_drawdown_ratio" in metrics
         assert any(r.get("event") == "executor.ready" for r in daemon.records())
 
         daemon.send(signal.SIGTERM)

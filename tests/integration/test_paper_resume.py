@@ -131,7 +131,7 @@ def test_the_running_paper_daemon_shows_the_trading_series_on_metrics(models, tm
             'trade_engine_risk_rejections_total{reason="MAX_POSITION"}',
             "trade_engine_portfolio_fills_total",
             "trade_engine_portfolio_equity_quote",
-            "trade_engine_portfolio_drawdown",
+            "trade_engine_portfolio_drawdown_ratio",
             'trade_engine_risk_state{state="ACTIVE"}',
         ):
             assert series in metrics, series

@@ -287,9 +287,9 @@ def test_prometheus_scrapes_the_daemon_and_reads_back_its_series(daemon, prometh
     }
     for series in (
         "trade_engine_portfolio_equity_quote",
-        "trade_engine_portfolio_drawdown",
+        "trade_engine_portfolio_drawdown_ratio",
         "trade_engine_model_predictions_scored_total",
-        "trade_engine_model_rolling_accuracy",
+        "trade_engine_model_rolling_accuracy_ratio",
     ):
         stored = prometheus.vector(series)
         assert stored, f"{series} is not in Prometheus"
@@ -298,7 +298,7 @@ def test_prometheus_scrapes_the_daemon_and_reads_back_its_series(daemon, prometh
             assert value == pytest.approx(served[key], rel=1e-12), series
 
     assert scalar(prometheus, "trade_engine_model_predictions_scored_total") > 50
-    assert 0.0 <= scalar(prometheus, "trade_engine_model_rolling_accuracy") <= 1.0
+    assert 0.0 <= scalar(prometheus, "trade_engine_model_rolling_accuracy_ratio") <= 1.0
     info = prometheus.vector("trade_engine_model_info == 1")
     assert [dict(labels)["model_version"] for labels in info] == [daemon.model_label]
 

@@ -58,7 +58,7 @@ class Engine:
         return self.registry.get_sample_value(name, labels)
 
     def accuracy(self, strategy: str = "alpha") -> float | None:
-        return self.value("trade_engine_model_rolling_accuracy", strategy=strategy)
+        return self.value("trade_engine_model_rolling_accuracy_ratio", strategy=strategy)
 
     def scored(self, strategy: str = "alpha") -> float | None:
         return self.value("trade_engine_model_predictions_scored_total", strategy=strategy)

@@ -216,7 +216,7 @@ async def test_metrics_expose_equity_drawdown_balances_and_fills():
     bus.publish_nowait(bar(1_000.0))
     value = registry.get_sample_value
     assert value("trade_engine_portfolio_equity_quote") == pytest.approx(9_000.0)
-    assert value("trade_engine_portfolio_drawdown") == pytest.approx(0.1)
+    assert value("trade_engine_portfolio_drawdown_ratio") == pytest.approx(0.1)
     assert value("trade_engine_portfolio_balance", {"token": "WETH"}) == 1.0
     assert value("trade_engine_portfolio_fills_total", {"side": "BUY"}) == 1.0
     await portfolio.stop()
