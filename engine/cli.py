@@ -15,6 +15,7 @@ from pathlib import Path
 from engine import __version__
 from engine.config import ConfigError, Secrets, load_engine_config, parse_engine_config, read_yaml
 from engine.logs import configure_logging
+from engine.registry import UnknownComponentTypeError, resolve_component_type
 
 DEFAULT_CONFIG = "config/engine.yaml"
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -98,6 +99,16 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         if not replays:
             raise ConfigError(args.config, ["a replay needs a component of type 'replay'"])
         config = parse_engine_config(data, args.config)
+        if live_only := [c.name for c in config.enabled_components if needs_wall_clock(c.type)]:
+            raise ConfigError(
+                args.config,
+                [
+                    f"components {', '.join(live_only)} act on a real chain, which cannot keep "
+                    "up with a simulated clock running as fast as the CPU allows: use "
+                    "`trade-engine run` (a replay component with a `speed`), or a paper "
+                    "config such as config/paper.yaml"
+                ],
+            )
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return EXIT_USAGE
@@ -106,6 +117,14 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     from engine.app import run_daemon
 
     return asyncio.run(run_daemon(config, secrets, exit_when_sources_finish=True))
+
+
+def needs_wall_clock(component_type: str) -> bool:
+    """True for component types that act on the outside world in real time."""
+    try:
+        return resolve_component_type(component_type).needs_wall_clock
+    except UnknownComponentTypeError:
+        return False  # config validation has said so already
 
 
 def _cmd_config_check(args: argparse.Namespace) -> int:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from enum import StrEnum
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, ClassVar, NamedTuple, TypeVar
 
 import structlog
 
@@ -60,6 +60,10 @@ class ComponentHealth(NamedTuple):
 
 class Component:
     """Base for everything the engine runs; subclasses override ``on_start``/``on_stop``."""
+
+    # True for components that act on the outside world in real time (a chain): they
+    # cannot run under a simulated clock that races through history.
+    needs_wall_clock: ClassVar[bool] = False
 
     def __init__(
         self, name: str, bus: EventBus, clock: Clock, depends_on: Sequence[str] = ()

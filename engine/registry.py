@@ -52,6 +52,7 @@ class ComponentContext:
 
 class ComponentFactory(Protocol):
     Config: type[BaseModel]
+    needs_wall_clock: bool
 
     def __call__(
         self, name: str, settings: Any, context: ComponentContext, depends_on: tuple[str, ...]

@@ -88,6 +88,8 @@ class LocalChainConfig(StrictModel):
 class LocalChain(Component):
     """Runs anvil + Uniswap V2 for the engine's lifetime and keeps the pool at market."""
 
+    needs_wall_clock = True
+
     Config = LocalChainConfig
 
     def __init__(

@@ -51,10 +51,11 @@ class UniswapV2ExecutorConfig(StrictModel):
         "never settled are looked up on chain (filled, failed or still pending), never re-sent.",
     )
     deadline_seconds: int = Field(120, gt=0, description="Swap deadline after submission.")
-    deadline_clock: Literal["engine", "chain"] = Field(
-        "engine",
-        description="Count the deadline from the engine's clock, or from the chain's latest "
-        "block time (for a replayed clock against a live dev chain).",
+    deadline_clock: Literal["auto", "engine", "chain"] = Field(
+        "auto",
+        description="Count the deadline from the engine's clock or from the chain's latest "
+        "block time; `auto`: the chain's under a simulated clock (a replay's clock is years "
+        "behind the chain's), the engine's otherwise.",
     )
     priority_fee_gwei: float = Field(1.0, ge=0, description="EIP-1559 tip.")
     max_fee_gwei: float = Field(500.0, gt=0, description="Cap on maxFeePerGas.")

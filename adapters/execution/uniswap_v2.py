@@ -40,6 +40,7 @@ from adapters.execution.reverts import TRANSFER_FROM_FAILED, reason_code, replay
 from adapters.execution.rpc import SWAP_EXACT_TOKENS, JsonRpc, RevertError, RpcError, calldata
 from adapters.execution.sender import AMBIGUOUS_SEND_ERRORS, OnSigned, SendRejectedError
 from adapters.execution.sender import TransactionSender as Sender
+from engine.clock import SimulatedClock
 from engine.component import Component
 from engine.events import Event, OrderFailed, OrderFilled, OrderRequest, OrderSubmitted
 from engine.journal import journal_for
@@ -63,6 +64,8 @@ class _Dropped(Exception):
 
 class UniswapV2Executor(Component):
     """Swaps approved orders on a Uniswap V2 router; one signing account."""
+
+    needs_wall_clock = True
 
     Config = UniswapV2ExecutorConfig
 
@@ -119,6 +122,9 @@ class UniswapV2Executor(Component):
         self.base_decimals = int(await base.functions.decimals().call())
         self.quote_decimals = int(await quote.functions.decimals().call())
 
+        self._chain_deadlines = s.deadline_clock == "chain" or (
+            s.deadline_clock == "auto" and isinstance(self.clock, SimulatedClock)
+        )
         self.receipts = ReceiptWatcher(w3.provider, s.receipt_poll_seconds)
         self.receipts.start()
         self.nonces = NonceManager(self._pending_count)
@@ -371,7 +377,7 @@ class UniswapV2Executor(Component):
             fees = await self.fees.current()  # cached: one block read per fee_ttl_seconds
         except Exception as exc:
             return await self._fail_preflight(order, request, token_in, exc)
-        now = self.fees.chain_time() if s.deadline_clock == "chain" else self.clock.timestamp()
+        now = self.fees.chain_time() if self._chain_deadlines else self.clock.timestamp()
         deadline = int(now) + s.deadline_seconds
         explicit_min = request.min_amount_out > 0
         probe = self._swap_data(request.amount_in, request.min_amount_out, path, deadline)

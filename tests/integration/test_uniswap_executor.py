@@ -99,7 +99,9 @@ async def test_swap_with_too_high_amount_out_min_fails_with_insufficient_output_
 
 async def test_swap_with_expired_deadline_fails_with_expired(chain, trader, make_executor):
     # The engine's clock is far behind the chain: its deadline is long past on chain.
-    harness = await make_executor(chain, trader, clock=SimulatedClock(start_ns=10**18))
+    harness = await make_executor(
+        chain, trader, clock=SimulatedClock(start_ns=10**18), deadline_clock="engine"
+    )
     request = order("SELL", TOKEN)
     await harness.bus.publish(request)
     failed = await outcome(harness, request.order_id)
@@ -107,11 +109,13 @@ async def test_swap_with_expired_deadline_fails_with_expired(chain, trader, make
     assert failed.reason == "EXPIRED"
 
 
+@pytest.mark.parametrize("deadline_clock", ["chain", "auto"])
 async def test_deadline_from_the_chain_clock_ignores_a_stale_engine_clock(
-    chain, trader, make_executor
+    chain, trader, make_executor, deadline_clock
 ):
+    """`auto` (the default) counts from the chain's time under a simulated clock."""
     harness = await make_executor(
-        chain, trader, clock=SimulatedClock(start_ns=10**18), deadline_clock="chain"
+        chain, trader, clock=SimulatedClock(start_ns=10**18), deadline_clock=deadline_clock
     )
     request = order("SELL", TOKEN)
     await harness.bus.publish(request)

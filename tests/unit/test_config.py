@@ -177,3 +177,24 @@ def test_console_script_runs_config_check():
     )
     assert result.returncode == 0, result.stderr
     assert "OK" in result.stdout
+
+
+def test_replay_refuses_a_config_that_trades_on_a_real_chain():
+    """A simulated clock racing through history would outrun every swap (and expire it)."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "engine",
+            "replay",
+            "--config",
+            str(ROOT / "config" / "engine.yaml"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "components chain, dex act on a real chain" in result.stderr
+    assert "trade-engine run" in result.stderr
