@@ -4,7 +4,8 @@ FROM python:3.11-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    PIP_NO_CACHE_DIR=1
+    PIP_NO_CACHE_DIR=1 \
+    ENGINE_NODE_MODULES=/app/node_modules
 
 RUN apt-get update \
     && apt-get install -y --no-install-recommends nodejs npm libgomp1 \

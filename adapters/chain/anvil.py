@@ -24,7 +24,9 @@ from types import TracebackType
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
-NODE_MODULES = ROOT / "node_modules"
+# The repository's own node_modules; ENGINE_NODE_MODULES points elsewhere when the
+# package is installed outside the checkout (the Docker image does).
+NODE_MODULES = Path(os.environ.get("ENGINE_NODE_MODULES") or ROOT / "node_modules")
 ANVIL_BINARY = NODE_MODULES / "@foundry-rs" / "anvil-linux-amd64" / "bin" / "anvil"
 
 
