@@ -49,7 +49,9 @@ async def test_a_run_of_fills_and_failures_never_shows_the_private_key(
 ):
     trader = await new_trader(chain, base=TOKEN)
     harness = await make_executor(chain, trader)
-    expired = await make_executor(chain, trader, clock=SimulatedClock(start_ns=10**18))
+    expired = await make_executor(
+        chain, trader, clock=SimulatedClock(start_ns=10**18), deadline_clock="engine"
+    )
     requests = [
         order("BUY", 100 * TOKEN),
         order("SELL", TOKEN // 2),
