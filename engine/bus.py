@@ -28,12 +28,15 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from enum import StrEnum
 from time import perf_counter_ns
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
 from msgspec.structs import force_setattr
 
 from engine.events import Event
+
+if TYPE_CHECKING:  # a type hint only: the bus itself does not use prometheus
+    from prometheus_client.core import HistogramMetricFamily
 
 E = TypeVar("E", bound=Event)
 SyncHandler = Callable[[Any], None]
@@ -59,6 +62,7 @@ LATENCY_BUCKETS_S: tuple[float, ...] = (
     5.0,
 )
 _BUCKET_BOUNDS_NS: tuple[int, ...] = tuple(int(b * 1e9) for b in LATENCY_BUCKETS_S)
+_BUCKET_LABELS: tuple[str, ...] = (*(str(b) for b in LATENCY_BUCKETS_S), "+Inf")
 
 
 class Backpressure(StrEnum):
@@ -94,6 +98,11 @@ class LatencyHistogram:
             running += n
             out.append(running)
         return out
+
+    def add_to(self, family: HistogramMetricFamily, labels: list[str]) -> None:
+        """Add this histogram, in seconds, as one sample set of ``family``."""
+        buckets = list(zip(_BUCKET_LABELS, self.cumulative(), strict=True))
+        family.add_metric(labels, buckets, sum_value=self.sum_ns / 1e9)
 
 
 class Subscription:

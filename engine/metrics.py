@@ -29,7 +29,7 @@ from prometheus_client.gc_collector import GCCollector
 from prometheus_client.registry import Collector
 
 from engine import __version__
-from engine.bus import LATENCY_BUCKETS_S, EventBus
+from engine.bus import EventBus
 from engine.component import ComponentHealth, ComponentState
 
 # Counters and histograms made with prometheus_client's classes (the prediction API's)
@@ -93,7 +93,6 @@ class BusCollector(Collector):
             "Time a handler took per event.",
             labels=["subscriber"],
         )
-        bounds = [str(b) for b in LATENCY_BUCKETS_S] + ["+Inf"]
         for sub in bus.subscriptions:
             handled.add_metric([sub.name], sub.delivered)
             for event_type, count in sorted(sub.errors.items()):
@@ -102,12 +101,7 @@ class BusCollector(Collector):
                 dropped.add_metric([sub.name], sub.dropped)
                 depth.add_metric([sub.name], sub.depth)
                 capacity.add_metric([sub.name, str(sub.backpressure)], sub.capacity)
-            hist = sub.latency
-            latency.add_metric(
-                [sub.name],
-                list(zip(bounds, hist.cumulative(), strict=True)),
-                sum_value=hist.sum_ns / 1e9,
-            )
+            sub.latency.add_to(latency, [sub.name])
         yield from (handled, errors, dropped, depth, capacity, latency)
 
 

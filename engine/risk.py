@@ -37,7 +37,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from engine.bus import LATENCY_BUCKETS_S, LatencyHistogram
+from engine.bus import LatencyHistogram
 from engine.clock import NANOS_PER_SECOND
 from engine.component import Component
 from engine.events import (
@@ -545,9 +545,7 @@ class _RiskCollector(Collector):
             "From a bar reaching the risk manager's bar handler (before its features are "
             "delivered) to the order approved for it: features, inference, risk checks.",
         )
-        hist = r.tick_to_order
-        bounds = [str(b) for b in LATENCY_BUCKETS_S] + ["+Inf"]
-        latency.add_metric([], list(zip(bounds, hist.cumulative(), strict=True)), hist.sum_ns / 1e9)
+        r.tick_to_order.add_to(latency, [])
         yield latency
         state = GaugeMetricFamily(
             "trade_engine_risk_state", "Risk state (1 = current state).", labels=["state"]
