@@ -24,7 +24,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from weakref import WeakKeyDictionary
 
 from pydantic import Field
 
@@ -32,6 +31,7 @@ from engine.bus import EventBus
 from engine.component import Component
 from engine.config import StrictModel
 from engine.events import Event, OrderRequest, OrderSubmitted, from_json, to_json
+from engine.lookup import find, register
 from engine.registry import ComponentContext
 
 SCHEMA = """
@@ -216,7 +216,7 @@ class Journal(Component):
             self.log.info("journal.resuming", events_to_catch_up=len(self._expected))
         else:
             self.caught_up.set()
-        _DIRECTORY.setdefault(context.bus, {})[str(Path(settings.path).resolve())] = self
+        register(context.bus, Journal, str(Path(settings.path).resolve()), self)
         # Subscribed here, not in on_start: the journal must be the bus's first subscriber.
         self.subscribe(Event, self.append, name=f"{name}.append")
 
@@ -304,9 +304,6 @@ class Journal(Component):
         self._last_commit = time.monotonic()
 
 
-_DIRECTORY: WeakKeyDictionary[EventBus, dict[str, Journal]] = WeakKeyDictionary()
-
-
 def journal_for(bus: EventBus, path: str | Path) -> Journal | None:
     """The journal component writing ``path`` on ``bus``'s engine, if any."""
-    return _DIRECTORY.get(bus, {}).get(str(Path(path).resolve()))
+    return find(bus, Journal, str(Path(path).resolve()))

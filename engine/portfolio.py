@@ -28,7 +28,6 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from decimal import Decimal
 from typing import Protocol
-from weakref import WeakKeyDictionary
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -39,6 +38,7 @@ from engine.component import Component
 from engine.config import StrictModel
 from engine.events import Bar, Event, OrderFilled, PortfolioUpdate
 from engine.instruments import Instrument, InstrumentConfig
+from engine.lookup import find, register
 from engine.registry import ComponentContext
 
 GAS_TOKENS = frozenset({"ETH", "WETH"})
@@ -164,7 +164,7 @@ class Portfolio(Component):
         self._equity = self._compute_equity()
         self._peak = self._equity
         self.initial_equity_quote = self._equity
-        _register(context.bus, self)
+        register(context.bus, Portfolio, name, self)
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -397,17 +397,7 @@ class _PortfolioCollector(Collector):
         )
 
 
-_DIRECTORY: WeakKeyDictionary[EventBus, dict[str, Portfolio]] = WeakKeyDictionary()
-
-
-def _register(bus: EventBus, portfolio: Portfolio) -> None:
-    _DIRECTORY.setdefault(bus, {})[portfolio.name] = portfolio
-
-
 def portfolio_for(bus: EventBus, name: str) -> Portfolio | None:
-    """The portfolio component called ``name`` built on ``bus``'s engine, if any.
-
-    Components built from config get only a :class:`ComponentContext`; this lookup,
-    scoped to the engine by its bus, is how the risk manager finds its read handle.
-    """
-    return _DIRECTORY.get(bus, {}).get(name)
+    """The portfolio component called ``name`` on ``bus``'s engine (the risk manager's
+    read handle), if any."""
+    return find(bus, Portfolio, name)

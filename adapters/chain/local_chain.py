@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 from fractions import Fraction
 from typing import Any
-from weakref import WeakKeyDictionary
 
 from eth_account import Account
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -43,6 +42,7 @@ from engine.bus import EventBus
 from engine.component import Component
 from engine.config import StrictModel
 from engine.events import Bar
+from engine.lookup import find, register
 from engine.market_view import market_view_for
 from engine.registry import ComponentContext
 
@@ -115,7 +115,7 @@ class LocalChain(Component):
         self.arbitrage_swaps = 0
         self.arbitrage_failures = 0
         self.pool_price = 0.0
-        _DIRECTORY.setdefault(context.bus, {})[name] = self
+        register(context.bus, LocalChain, name, self)
 
     @property
     def rpc_url(self) -> str:
@@ -275,9 +275,6 @@ class _ChainCollector(Collector):
         return [swaps, failures, price]
 
 
-_DIRECTORY: WeakKeyDictionary[EventBus, dict[str, LocalChain]] = WeakKeyDictionary()
-
-
 def chain_for(bus: EventBus, name: str) -> LocalChain | None:
     """The ``local_chain`` component called ``name`` on ``bus``'s engine, if any."""
-    return _DIRECTORY.get(bus, {}).get(name)
+    return find(bus, LocalChain, name)
