@@ -12,7 +12,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.processes import ROOT, EngineProcess, MakeRunProcess, free_port, write_config
+from tests.processes import (
+    ROOT,
+    EngineProcess,
+    MakeRunProcess,
+    free_port,
+    process_alive,
+    write_config,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -161,14 +168,6 @@ def test_replay_command_runs_the_components_to_the_end_of_the_data_and_exits_0(t
         daemon.kill()
 
 
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 def descendants(pid: int) -> set[int]:
     """Every live process below ``pid`` (from /proc)."""
     parents: dict[int, int] = {}
@@ -222,7 +221,7 @@ def test_sigterm_while_the_first_model_trains_stops_at_once_and_ends_the_trainin
         assert daemon.wait_for_log("engine.start_cancelled")
         assert daemon.wait_for_log("engine.stopped")["clean"] is True
         time.sleep(0.5)
-        assert not [pid for pid in workers if alive(pid)], "a training process outlived it"
+        assert not [pid for pid in workers if process_alive(pid)], "a training process outlived it"
         assert not (tmp_path / "models" / "btc-usdt-1h" / "CURRENT").exists()
     finally:
         daemon.kill()

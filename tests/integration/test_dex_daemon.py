@@ -20,7 +20,7 @@ import yaml
 from adapters.chain.anvil import rpc_call
 from engine.config import load_engine_config
 from tests.paper_support import ROOT, shared_small_model, write_strategies
-from tests.processes import EngineProcess, free_port
+from tests.processes import EngineProcess, free_port, process_alive
 
 pytestmark = pytest.mark.integration
 
@@ -64,15 +64,6 @@ def http_text(port: int, path: str) -> str:
         return err.read().decode()
 
 
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    stat = Path(f"/proc/{pid}/stat")
-    return stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
-
-
 def demo_config(models: Path, tmp: Path, port: int) -> Path:
     """config/engine.yaml as shipped, on temporary state, ten days of 2021 at 20 bars/s."""
     config = load_engine_config(ROOT / "config" / "engine.yaml").model_dump(mode="json")
@@ -99,7 +90,7 @@ def test_demo_trades_the_replayed_market_through_the_real_router_and_stops_anvil
     try:
         chain = daemon.wait_for_log("chain.ready", timeout=60)
         anvil_pid = chain["anvil_pid"]
-        assert pid_alive(anvil_pid)
+        assert process_alive(anvil_pid)
         daemon.wait_for_log("engine.running", timeout=60)
         wait_until(
             lambda: len(journal_rows(journal, "Bar")) >= BARS, 60, "the replay's bars", daemon
@@ -138,7 +129,7 @@ def test_demo_trades_the_replayed_market_through_the_real_router_and_stops_anvil
         daemon.send(signal.SIGTERM)
         assert daemon.wait(timeout=30) == 0
         assert daemon.wait_for_log("engine.stopped")["clean"] is True
-        assert not pid_alive(anvil_pid), "anvil outlived the daemon"
+        assert not process_alive(anvil_pid), "anvil outlived the daemon"
     finally:
         daemon.kill()
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from strategies.training_process import run_in_spawned_process
+from tests.processes import process_alive
 
 
 def add(a: int, b: int, *, times: int = 1) -> tuple[int, int]:
@@ -25,19 +26,11 @@ def sleep_forever(pid_file: str) -> None:
     time.sleep(600)
 
 
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 async def test_the_result_comes_back_from_another_process():
     value, pid = await run_in_spawned_process(add, 2, 3, times=4)
     assert value == 20
     assert pid != os.getpid()
-    assert not alive(pid)  # no worker outlives the call
+    assert not process_alive(pid)  # no worker outlives the call
 
 
 async def test_the_functions_exception_is_raised_in_the_caller():
@@ -58,4 +51,4 @@ async def test_cancelling_the_caller_terminates_a_busy_worker(tmp_path):
     with pytest.raises(asyncio.CancelledError):
         await task
     assert time.monotonic() - started < 5
-    assert not alive(pid)
+    assert not process_alive(pid)
