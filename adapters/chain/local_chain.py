@@ -39,7 +39,7 @@ from adapters.chain.uniswap_v2 import (
 from adapters.execution.amm import get_amount_out
 from adapters.execution.keys import Signer
 from engine.bus import EventBus
-from engine.component import Component
+from engine.component import Component, ComponentState
 from engine.config import StrictModel
 from engine.events import Bar
 from engine.lookup import find, register
@@ -203,9 +203,15 @@ class LocalChain(Component):
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            # The demo keeps going on a stale pool price; the metric and log say so.
+            # The demo keeps going on a stale pool price: DEGRADED (so /ready says so),
+            # logged when it starts failing, every failure counted in the metric.
             self.arbitrage_failures += 1
-            self.log.error("chain.arbitrage_failed", bar=bar.correlation_id, error=repr(exc))
+            if self.state is ComponentState.RUNNING:
+                self.log.error("chain.arbitrage_failed", bar=bar.correlation_id, error=repr(exc))
+                self.degrade(f"arbitrage failing: {type(exc).__name__}")
+            return
+        if self.state is ComponentState.DEGRADED:
+            self.recover()
 
     async def move_pool_to(self, price: float) -> None:
         """Swap as the dev account until the pool prices ``price`` QUOTE per BASE."""
