@@ -212,6 +212,7 @@ class Journal(Component):
         self.skipped = 0
         # Set once the catch-up is over (caught up or diverged), or at once when there is none.
         self.caught_up = asyncio.Event()
+        self._advanced = asyncio.Event()  # set (and replaced) each time the catch-up moves
         if self._expected:
             self.log.info("journal.resuming", events_to_catch_up=len(self._expected))
         else:
@@ -272,6 +273,8 @@ class Journal(Component):
         if self._expected[0] == (kind, event.correlation_id):
             self._expected.popleft()
             self.skipped += 1
+            self._advanced.set()
+            self._advanced = asyncio.Event()
             if not self._expected:
                 self.log.info("journal.caught_up", events=self.skipped)
                 self.caught_up.set()
@@ -286,7 +289,18 @@ class Journal(Component):
         )
         self._expected.clear()
         self.caught_up.set()
+        self._advanced.set()
         return False
+
+    async def turn_of(self, event: Event) -> None:
+        """Return when ``event`` is the next one the catch-up expects, or it is over.
+
+        A component that re-publishes journalled events of its own (the DEX executor's
+        fills) waits for their turn: they land where the journal has them, however the
+        original run's timing interleaved them with the bars."""
+        key = (type(event).__name__, event.correlation_id)
+        while self._expected and self._expected[0] != key:
+            await self._advanced.wait()
 
     def save_snapshot(self, name: str, state: dict[str, Any]) -> None:
         """Store a component's state as of the last journalled event."""

@@ -43,7 +43,7 @@ from adapters.execution.sender import TransactionSender as Sender
 from engine.clock import SimulatedClock
 from engine.component import Component
 from engine.events import Event, OrderFailed, OrderFilled, OrderRequest, OrderSubmitted
-from engine.journal import journal_for
+from engine.journal import Journal, journal_for
 from engine.logs import REDACTED
 from engine.registry import ComponentContext
 
@@ -87,6 +87,7 @@ class UniswapV2Executor(Component):
         # What the journal holds of this market's orders (OrderSubmitted/Filled/Failed).
         self._history: dict[str, list[Event]] = {}
         self._chain_problem: str | None = None
+        self._journal: Journal | None = None  # the engine's journal, when catching up
         self._replayed: set[str] = set()
         self.stats = ExecutorStats()
         self._metrics_registry = context.metrics_registry
@@ -200,7 +201,7 @@ class UniswapV2Executor(Component):
             if not any(isinstance(e, OrderFilled | OrderFailed) for e in events)
             for record in submitted_records(events)
         ]
-        journal = journal_for(self.bus, path)
+        self._journal = journal = journal_for(self.bus, path)
         if journal is not None and not journal.caught_up.is_set():
             self._spawn(self._reconcile_after_catch_up(journal.caught_up, unsettled))
         elif unsettled:
@@ -222,6 +223,8 @@ class UniswapV2Executor(Component):
         """Re-publish what the journal holds of an order an earlier run handled."""
         self.log.info("order.replayed_from_journal", order_id=request.order_id)
         for event in self._history[request.order_id]:
+            if self._journal is not None:
+                await self._journal.turn_of(event)  # where the original run had it
             await self.bus.publish(event)
             if isinstance(event, OrderFilled | OrderFailed):
                 filled = isinstance(event, OrderFilled)

@@ -178,9 +178,7 @@ def external_config(models: Path, tmp: Path, anvil_url: str, deployment: Any, po
                     "symbol": "BTC/USDT",
                     "start": START,
                     "end": KILL_END,
-                    # 5 bars/s: each swap (~20 ms) settles well within its bar, as the
-                    # exact catch-up needs (see docs/architecture.md, resume).
-                    "speed": 18_000,
+                    "speed": 18_000,  # 5 bars/s
                 },
             },
             {"name": "features", "type": "features", "config": {"feature_set": "stationary"}},
@@ -215,6 +213,9 @@ def external_config(models: Path, tmp: Path, anvil_url: str, deployment: Any, po
                     "symbol": "BTC/USDT",
                     "journal_path": str(journal),
                     "receipt_timeout_seconds": 60,
+                    # Fills land bars after their orders (as on a real chain): the
+                    # catch-up must still put each one back where the journal has it.
+                    "receipt_poll_seconds": 1.0,
                     "replace_after_seconds": 0,
                 },
             },

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 import subprocess
@@ -187,3 +188,44 @@ async def test_a_resumed_run_that_diverges_appends_from_the_divergence(tmp_path)
     assert [r.event().order_id for r in reader.rows(types=("OrderRequest",))] == [
         "o-1", "o-2", "o-7",
     ]  # fmt: skip
+
+
+async def test_a_re_published_event_waits_for_its_turn_in_the_catch_up(tmp_path):
+    """An executor's journalled fill goes back where the journal has it, however late
+    the original fill came: here two orders after its request."""
+    first_bus, first = make_journal(tmp_path)
+    await first.start()
+    for event in (order(1), order(2), order(3), fill(1)):
+        first_bus.publish_nowait(event)
+    await first.stop()
+
+    bus, journal = make_journal(tmp_path)
+    await journal.start()
+    bus.publish_nowait(order(1))
+    replayed = asyncio.ensure_future(journal.turn_of(fill(1)))
+    await asyncio.sleep(0.01)
+    assert not replayed.done()  # orders 2 and 3 come first
+    bus.publish_nowait(order(2))
+    await asyncio.sleep(0.01)
+    assert not replayed.done()
+    bus.publish_nowait(order(3))
+    await asyncio.wait_for(replayed, 1)
+    bus.publish_nowait(fill(1))
+    assert journal.caught_up.is_set()
+    assert journal.skipped == 4  # the exact journal re-produced: nothing appended
+    await journal.stop()
+    assert len(JournalReader.open(tmp_path / "j.sqlite").trading_keys()) == 4
+
+
+async def test_waiting_for_a_turn_ends_when_the_catch_up_diverges(tmp_path):
+    first_bus, first = make_journal(tmp_path)
+    await first.start()
+    for event in (order(1), fill(1)):
+        first_bus.publish_nowait(event)
+    await first.stop()
+    bus, journal = make_journal(tmp_path)
+    await journal.start()
+    waiting = asyncio.ensure_future(journal.turn_of(fill(5)))
+    bus.publish_nowait(order(7))  # not what the journal holds: diverged
+    await asyncio.wait_for(waiting, 1)
+    await journal.stop()
