@@ -47,7 +47,7 @@ $(PROMETHEUS):
 	elif command -v sudo >/dev/null; then sudo=sudo; \
 	else echo "prometheus is missing and installing it needs root:" \
 		"run 'apt-get update && apt-get install prometheus' as root"; exit 1; fi; \
-	echo "installing the Debian package prometheus (for tests/integration/test_prometheus.py)"; \
+	echo "installing the Debian package prometheus (for tests/integration/engine/test_prometheus.py)"; \
 	$$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq \
 	&& $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 		--no-install-recommends prometheus

@@ -32,10 +32,10 @@ from machine import describe_machine
 from prometheus_client import CollectorRegistry
 from web3 import AsyncHTTPProvider, AsyncWeb3
 
-from adapters.chain.anvil import Anvil
-from adapters.chain.artifacts import erc20_abi, router_abi
-from adapters.chain.uniswap_v2 import MAX_UINT256, deploy_uniswap_v2, fund_account
-from adapters.execution.uniswap_v2 import UniswapV2Executor, UniswapV2ExecutorConfig
+from adapters.evm.anvil import Anvil
+from adapters.uniswap_v2.artifacts import erc20_abi, router_abi
+from adapters.uniswap_v2.deployment import MAX_UINT256, deploy_uniswap_v2, fund_account
+from adapters.uniswap_v2.executor import UniswapV2Executor, UniswapV2ExecutorConfig
 from engine.bus import EventBus
 from engine.clock import LiveClock
 from engine.config import Secrets

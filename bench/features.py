@@ -21,15 +21,15 @@ import talib
 from machine import describe_machine
 from prometheus_client import CollectorRegistry
 
-from adapters.market.candles import iter_bars, read_candles
-from adapters.market.replay import SAMPLES_DIR, ReplayConfig, ReplayMarketData
+from adapters.replay.market_data import SAMPLES_DIR, ReplayConfig, ReplayMarketData
 from engine.bus import EventBus
+from engine.candles import iter_bars, read_candles
 from engine.clock import SimulatedClock
 from engine.config import Secrets
 from engine.logs import configure_logging
 from engine.registry import ComponentContext
-from strategies.feature_engine import FeatureEngine, FeatureEngineConfig
-from strategies.features import FEATURE_SETS, Indicator, StreamingFeatures, compute
+from ml.feature_engine import FeatureEngine, FeatureEngineConfig
+from ml.features import FEATURE_SETS, Indicator, StreamingFeatures, compute
 
 WINDOW = 500
 HOURLY = SAMPLES_DIR / "BTC-USDT_1h.csv.gz"

@@ -27,13 +27,13 @@ import numpy as np
 import pandas as pd
 from machine import describe_machine
 
-from adapters.market.candles import read_candles
-from adapters.market.replay import SAMPLES_DIR
-from strategies.labels import make_dataset
-from strategies.model import TrainSettings
-from strategies.model_registry import ModelRegistry
-from strategies.serving import ServingModel
-from strategies.train import train_from_file
+from adapters.replay.market_data import SAMPLES_DIR
+from engine.candles import read_candles
+from ml.labels import make_dataset
+from ml.pipeline import train_from_file
+from ml.registry import ModelRegistry
+from ml.serving import ServingModel
+from ml.training import TrainSettings
 
 DATA = SAMPLES_DIR / "BTC-USD_1d.csv"
 

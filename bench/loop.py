@@ -26,7 +26,7 @@ import numpy as np
 from machine import describe_machine
 from prometheus_client import CollectorRegistry
 
-from adapters.market.replay import SAMPLES_DIR
+from adapters.replay.market_data import SAMPLES_DIR
 from engine.bus import EventBus
 from engine.clock import SimulatedClock
 from engine.component import ComponentGraph
@@ -34,9 +34,9 @@ from engine.config import ComponentConfig, Secrets
 from engine.events import Bar, OrderRequest, Signal
 from engine.logs import configure_logging
 from engine.registry import ComponentContext, build_component
-from strategies.model import TrainSettings
-from strategies.model_registry import ModelRegistry
-from strategies.train import train_from_file
+from ml.pipeline import train_from_file
+from ml.registry import ModelRegistry
+from ml.training import TrainSettings
 
 SPLIT = "2021-01-01T00:00:00Z"
 HOURLY = SAMPLES_DIR / "BTC-USDT_1h.csv.gz"

@@ -52,10 +52,10 @@ def free_port() -> int:
 
 
 def train_model(models_dir: Path, name: str, time_limit: float) -> None:
-    from adapters.market.replay import SAMPLES_DIR
-    from strategies.model import TrainSettings
-    from strategies.model_registry import ModelRegistry
-    from strategies.train import train_from_file
+    from adapters.replay.market_data import SAMPLES_DIR
+    from ml.pipeline import train_from_file
+    from ml.registry import ModelRegistry
+    from ml.training import TrainSettings
 
     settings = TrainSettings(feature_set="stationary", time_limit=time_limit)
     train_from_file(
@@ -64,9 +64,9 @@ def train_model(models_dir: Path, name: str, time_limit: float) -> None:
 
 
 def feature_rows(count: int) -> list[dict[str, float]]:
-    from adapters.market.candles import read_candles
-    from adapters.market.replay import SAMPLES_DIR
-    from strategies.labels import make_dataset
+    from adapters.replay.market_data import SAMPLES_DIR
+    from engine.candles import read_candles
+    from ml.labels import make_dataset
 
     frame, _, _ = read_candles(SAMPLES_DIR / DATA_NAME)
     features, _ = make_dataset(frame.iloc[-(count + 500) :], "stationary")
@@ -235,7 +235,7 @@ def main() -> None:
         serve_baseline(args.serve_baseline[0], int(args.serve_baseline[1]))
         return
 
-    from strategies.model_registry import ModelRegistry
+    from ml.registry import ModelRegistry
 
     with tempfile.TemporaryDirectory() as tmp:
         models_dir = args.models_dir or Path(tmp) / "models"

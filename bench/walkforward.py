@@ -17,10 +17,10 @@ from pathlib import Path
 
 from machine import describe_machine
 
-from adapters.market.candles import read_candles
-from strategies.model import TrainSettings
-from strategies.research.defaults import SEED_STEP, SEED_TIME_LIMIT, SEED_WINDOW
-from strategies.research.walkforward import (
+from engine.candles import read_candles
+from ml.training import TrainSettings
+from research.defaults import SEED_STEP, SEED_TIME_LIMIT, SEED_WINDOW
+from research.walkforward import (
     WalkForwardConfig,
     make_folds,
     prepare_dataset,

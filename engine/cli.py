@@ -7,31 +7,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 import sys
 from collections.abc import Sequence
+from importlib.metadata import entry_points
 from pathlib import Path
 
 from engine import __version__
-from engine.config import ConfigError, Secrets, load_engine_config, parse_engine_config, read_yaml
+from engine.config import ConfigError, Secrets
+from engine.config_loading import load_engine_config, parse_engine_config, read_yaml
 from engine.logs import configure_logging
 from engine.registry import UnknownComponentTypeError, resolve_component_type
 
 DEFAULT_CONFIG = "config/engine.yaml"
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
-# Modules outside engine/ that add subcommands: each has ``register(commands)`` taking
-# the subparsers object, and sets ``handler`` (args -> exit code) on its parsers.
-# Named by string and imported when the parser is built, so engine/ never imports
-# adapters/ or strategies/ at module level.
-COMMAND_MODULES: tuple[str, ...] = (
-    "engine.journal_cli",
-    "adapters.market.cli",
-    "adapters.chain.cli",
-    "strategies.cli",
-    "strategies.serve_cli",
-    "strategies.research.cli",
-)
+COMMANDS_GROUP = "trade_engine.commands"
+"""Entry points that add subcommands: each is ``register(commands)`` taking the subparsers
+object and setting ``handler`` (args -> exit code) on its parsers. Loaded when the parser
+is built, so engine/ names no module of another package."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,8 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     docs.set_defaults(handler=_cmd_config_docs)
 
-    for module_name in COMMAND_MODULES:
-        importlib.import_module(module_name).register(commands)
+    for entry_point in entry_points(group=COMMANDS_GROUP):
+        entry_point.load()(commands)
     return parser
 
 

@@ -16,7 +16,7 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 from engine.config import ComponentConfig, EngineConfig, Secrets
-from engine.registry import BUILTIN_COMPONENTS, resolve_component_type
+from engine.registry import component_types, resolve_component_type
 
 _BOUNDS = (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<="))
 
@@ -130,7 +130,7 @@ def render_configuration_reference() -> str:
         "",
         "Settings go under the entry's `config:` key.",
     ]
-    for type_name in sorted(BUILTIN_COMPONENTS):
+    for type_name in sorted(component_types()):
         factory = resolve_component_type(type_name)
         summary = (factory.__doc__ or "").strip().splitlines()[0:1]
         lines += ["", f"### `{type_name}`", ""]

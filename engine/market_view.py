@@ -8,7 +8,7 @@ DEX adapter for a real one). One view is shared per engine: :func:`market_view_f
 returns the same instance for the same bus, so components built from config find it
 without being wired to each other.
 
-Swap maths belongs to the venue (``adapters.execution.amm`` for Uniswap V2), and
+Swap maths belongs to the venue (``adapters.uniswap_v2.amm`` for Uniswap V2), and
 ``engine`` imports nothing from ``adapters``: whoever sets a pool's reserves also hands
 over its ``amount_out`` function, and :meth:`MarketView.quote` applies it.
 """

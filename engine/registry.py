@@ -1,9 +1,10 @@
 """Turns component entries of the engine config into component instances.
 
-A component type is a built-in short name or an import path ``package.module:Class``.
-Resolving by path keeps ``engine`` free of imports from ``adapters`` and
-``strategies`` while still letting the config wire them in. A component class has a
-``Config`` pydantic model for its settings and is built as
+A component type is a name registered under the ``trade_engine.components`` entry
+points (``pyproject.toml``; any installed package can add its own) or an import path
+``package.module:Class``. Resolving by name keeps ``engine`` free of imports from the
+packages that implement the components while still letting the config wire them in.
+A component class has a ``Config`` pydantic model for its settings and is built as
 ``Class(name, settings, context, depends_on)``.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
+from importlib.metadata import EntryPoint, entry_points
 from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry
@@ -21,23 +23,12 @@ from engine.clock import Clock
 from engine.component import Component
 from engine.config import ComponentConfig, Secrets, describe_error, format_location
 
-BUILTIN_COMPONENTS: dict[str, str] = {
-    "heartbeat": "engine.heartbeat:HeartbeatSource",
-    "journal": "engine.journal:Journal",
-    "ccxt": "adapters.market.ccxt_feed:CcxtBarFeed",
-    "replay": "adapters.market.replay:ReplayMarketData",
-    "features": "strategies.feature_engine:FeatureEngine",
-    "ml_direction": "strategies.ml_direction:MLDirectionStrategy",
-    "strategy_configs": "strategies.strategy_configs:StrategyConfigs",
-    "model_monitor": "strategies.model_monitor:ModelMonitor",
-    "uniswap_v2_executor": "adapters.execution.uniswap_v2:UniswapV2Executor",
-    "uniswap_v2_pool": "adapters.market.uniswap_v2_pool:UniswapV2PoolFeed",
-    "local_chain": "adapters.chain.local_chain:LocalChain",
-    "risk": "engine.risk:RiskManager",
-    "portfolio": "engine.portfolio:Portfolio",
-    "paper_executor": "adapters.execution.paper:PaperExecutor",
-    "prediction_api": "strategies.prediction_api:PredictionApi",
-}
+COMPONENT_TYPES_GROUP = "trade_engine.components"
+
+
+def component_types() -> dict[str, EntryPoint]:
+    """Registered component types by name (the ``trade_engine.components`` entry points)."""
+    return {ep.name: ep for ep in entry_points(group=COMPONENT_TYPES_GROUP)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,13 +55,14 @@ class UnknownComponentTypeError(LookupError):
 
 
 def resolve_component_type(type_name: str) -> ComponentFactory:
-    """The component class for a built-in name or ``module:Class`` path."""
-    path = BUILTIN_COMPONENTS.get(type_name, type_name)
+    """The component class for a registered type name or a ``module:Class`` path."""
+    registered = component_types().get(type_name)
+    path = registered.value if registered is not None else type_name
     module_name, _, attr = path.partition(":")
     if not attr:
-        known = ", ".join(sorted(BUILTIN_COMPONENTS))
+        known = ", ".join(sorted(component_types()))
         raise UnknownComponentTypeError(
-            f"unknown component type {type_name!r} (built-in: {known}; "
+            f"unknown component type {type_name!r} (registered: {known}; "
             "or give 'package.module:Class')"
         )
     try:

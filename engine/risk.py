@@ -485,7 +485,7 @@ class RiskManager(Component):
         else:
             base_units, quote_units = amount_in, amount_out
             reserve_in, reserve_out = base_reserve, quote_reserve
-        # Same definition as adapters.execution.amm.price_impact_bps, from the quote.
+        # Same definition as adapters.uniswap_v2.amm.price_impact_bps, from the quote.
         impact = float((1 - Fraction(amount_out * reserve_in, amount_in * reserve_out)) * 10_000)
         if impact > s.max_price_impact_bps:
             raise Rejected(

@@ -1,1 +1,1 @@
-"""Decision logic: features, labels, models, strategy components and research."""
+"""Strategy components: the ML direction strategy and the host that hot-swaps its configs."""

@@ -21,17 +21,17 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from adapters.market.replay import resolve_data_path
+from engine.candles import resolve_data_path
 from engine.component import Component
 from engine.config import StrictModel
 from engine.events import Action, Confidence, Features, Signal
 from engine.registry import ComponentContext
-from strategies.confidence import confidence_level
-from strategies.model import TrainSettings
-from strategies.model_registry import ModelRegistry
-from strategies.serving import ServingModel
-from strategies.train import train_from_file
-from strategies.training_process import run_in_spawned_process
+from ml.confidence import confidence_level
+from ml.pipeline import train_from_file
+from ml.registry import ModelRegistry
+from ml.serving import ServingModel
+from ml.training import TrainSettings
+from ml.training_process import run_in_spawned_process
 
 
 class FirstModelConfig(StrictModel):
@@ -219,7 +219,7 @@ class MLDirectionStrategy(Component):
             "train properly with `trade-engine train`",
         )
         settings = TrainSettings(feature_set=s.feature_set, time_limit=first.time_limit)
-        # In a spawned process (see strategies.training_process): the loop stays free and
+        # In a spawned process (see ml.training_process): the loop stays free and
         # a stop during start-up ends the training at once.
         result = await run_in_spawned_process(
             train_from_file,

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from adapters.execution.uniswap_v2 import UniswapV2Executor
+from adapters.uniswap_v2.executor import UniswapV2Executor
 from engine.bus import EventBus
 from engine.clock import Clock, LiveClock
 from engine.config import Secrets

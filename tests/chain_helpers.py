@@ -15,10 +15,10 @@ from eth_account import Account
 from prometheus_client import CollectorRegistry
 from web3 import AsyncHTTPProvider, AsyncWeb3
 
-from adapters.chain.anvil import Anvil, AnvilOptions
-from adapters.chain.artifacts import router_abi
-from adapters.chain.uniswap_v2 import UniswapV2Deployment, deploy_uniswap_v2, fund_account
-from adapters.execution.uniswap_v2 import UniswapV2Executor, UniswapV2ExecutorConfig
+from adapters.evm.anvil import Anvil, AnvilOptions
+from adapters.uniswap_v2.artifacts import router_abi
+from adapters.uniswap_v2.deployment import UniswapV2Deployment, deploy_uniswap_v2, fund_account
+from adapters.uniswap_v2.executor import UniswapV2Executor, UniswapV2ExecutorConfig
 from engine.bus import EventBus
 from engine.events import Event, OrderFailed, OrderFilled, OrderRequest
 

@@ -27,7 +27,7 @@ from pathlib import Path
 import pandas as pd
 from aiohttp import WSMsgType, web
 
-from adapters.market.replay import SAMPLES_DIR
+from adapters.replay.market_data import SAMPLES_DIR
 
 # The bundled copy of the shared Binance BTC/USDT hourly file (same sha256).
 SHARED_HOURLY = SAMPLES_DIR / "BTC-USDT_1h.csv.gz"

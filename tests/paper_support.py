@@ -7,11 +7,11 @@ from typing import Any
 
 import yaml
 
-from adapters.market.replay import SAMPLES_DIR
-from engine.config import load_engine_config
-from strategies.model import TrainSettings
-from strategies.model_registry import ModelRegistry
-from strategies.train import train_from_file
+from adapters.replay.market_data import SAMPLES_DIR
+from engine.config_loading import load_engine_config
+from ml.pipeline import train_from_file
+from ml.registry import ModelRegistry
+from ml.training import TrainSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "btc-usdt-1h"
@@ -59,7 +59,7 @@ def paper_config(models: Path, journal: Path, end: str, **strategy_changes: Any)
             entry["config"].update(end=end, speed=None)
         if entry["type"] == "ml_direction":
             entry["config"].update(models_dir=str(models), train_if_missing=None)
-        if entry["type"] == "strategy_configs":
+        if entry["type"] == "strategy_host":
             strategies = journal.with_name(f"{journal.stem}-strategies")
             entry["config"]["dir"] = str(write_strategies(models, strategies, **strategy_changes))
         if entry["type"] == "prediction_api":

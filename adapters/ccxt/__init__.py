@@ -1,0 +1,1 @@
+"""Centralised exchanges through ccxt: client with retry, live bar feed, history fetch."""

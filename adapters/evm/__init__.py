@@ -1,0 +1,1 @@
+"""EVM chains: JSON-RPC, keys, nonces, fees, receipts, sending, reverts, anvil."""

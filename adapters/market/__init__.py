@@ -1,1 +1,0 @@
-"""Market-data adapters: they publish `Bar` events on the bus."""

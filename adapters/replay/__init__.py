@@ -1,0 +1,1 @@
+"""Candle-file replay and the bundled real-data samples."""

@@ -1,0 +1,698 @@
+"""The live DEX executor: swaps ``OrderRequest``s through a Uniswap V2 Router02.
+
+For each order: quote with ``getAmountsOut`` and estimate gas (in parallel), set the
+minimum output once (``quote * (10_000 - max_slippage_bps) // 10_000``, or the order's
+explicit ``min_amount_out``), sign locally with the next nonce, send, publish
+``OrderSubmitted`` (so the journal has tx hash and nonce before any waiting), then
+wait for the receipt. A receipt that does not come within ``receipt_timeout_seconds``
+makes the order PENDING: it is polled, replaced at a higher fee (same nonce) if stuck,
+and never assumed failed or re-sent with a new nonce. The fill is read from the
+pair's ``Swap`` event; a mined revert is explained by replaying the call.
+
+:meth:`UniswapV2Executor.reconcile` picks up transactions sent by an earlier process
+(from journalled ``OrderSubmitted`` records) and publishes their outcome exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from pydantic import SecretStr
+from web3 import AsyncWeb3
+
+from adapters.evm.approvals import ApprovalError, Approvals
+from adapters.evm.fees import GWEI, FeeCapExceededError, FeeOracle
+from adapters.evm.keys import Signer, load_signer
+from adapters.evm.nonces import NonceManager
+from adapters.evm.receipts import Receipt, ReceiptWatcher, RpcFailedError
+from adapters.evm.reverts import TRANSFER_FROM_FAILED, reason_code, replay_revert
+from adapters.evm.rpc import SWAP_EXACT_TOKENS, JsonRpc, RevertError, RpcError, calldata
+from adapters.evm.sender import AMBIGUOUS_SEND_ERRORS, OnSigned, SendRejectedError
+from adapters.evm.sender import TransactionSender as Sender
+from adapters.uniswap_v2.artifacts import CORE, PERIPHERY, load_artifact, router_abi
+from adapters.uniswap_v2.config import UniswapV2ExecutorConfig
+from adapters.uniswap_v2.fills import quote_per_base, swap_from_receipt
+from adapters.uniswap_v2.local_chain import LocalChain, chain_for
+from adapters.uniswap_v2.metrics import ExecutorCollector, ExecutorStats
+from adapters.uniswap_v2.orders import TERMINAL, OrderStatus, SubmittedRecord, TrackedOrder
+from adapters.uniswap_v2.recovery import journal_history, submitted_records
+from engine.clock import SimulatedClock
+from engine.component import Component
+from engine.events import Event, OrderFailed, OrderFilled, OrderRequest, OrderSubmitted
+from engine.journal import Journal, journal_for
+from engine.logs import REDACTED
+from engine.registry import ComponentContext
+
+__all__ = ["OrderStatus", "SubmittedRecord", "UniswapV2Executor", "UniswapV2ExecutorConfig"]
+
+# The node could not be reached or did not answer in time.
+RPC_ERRORS: tuple[type[BaseException], ...] = (*AMBIGUOUS_SEND_ERRORS, RpcFailedError)
+SWAP_TYPES = ["uint256", "uint256", "address[]", "address", "uint256"]
+
+
+class _Dropped(Exception):
+    """The order's transaction can never be mined: ``reason`` says why."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
+class UniswapV2Executor(Component):
+    """Swaps approved orders on a Uniswap V2 router; one signing account."""
+
+    needs_wall_clock = True
+
+    Config = UniswapV2ExecutorConfig
+
+    def __init__(
+        self,
+        name: str,
+        settings: UniswapV2ExecutorConfig,
+        context: ComponentContext,
+        depends_on: tuple[str, ...] = (),
+    ) -> None:
+        super().__init__(name, context.bus, context.clock, depends_on)
+        self.settings = settings
+        # To scrub from published text; SecretStr, so no repr of this object shows them.
+        self._secret_values = [SecretStr(value) for value in context.secrets.values()]
+        self._chain: LocalChain | None = None
+        if settings.chain is None:
+            self._use_signer(load_signer(context.secrets, settings.keystore_path))
+        self.orders: dict[str, TrackedOrder] = {}
+        # What the journal holds of this market's orders (OrderSubmitted/Filled/Failed).
+        self._history: dict[str, list[Event]] = {}
+        self._chain_problem: str | None = None
+        self._journal: Journal | None = None  # the engine's journal, when catching up
+        self._replayed: set[str] = set()
+        self.stats = ExecutorStats()
+        self._metrics_registry = context.metrics_registry
+        self._collector: ExecutorCollector | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.w3: AsyncWeb3[Any] | None = None
+        self._rpc: JsonRpc | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def on_start(self) -> None:
+        if self.settings.chain is not None:
+            self._take_local_chain(self.settings.chain)
+        s = self.settings
+        self.rpc = self._rpc = rpc = await JsonRpc.connect(s.rpc_url, s.rpc_timeout_seconds)
+        self.w3 = w3 = AsyncWeb3(rpc.provider)  # for start-up reads via contract ABIs
+        self.chain_id = await w3.eth.chain_id
+        if s.chain_id is not None and s.chain_id != self.chain_id:
+            raise RuntimeError(f"connected to chain {self.chain_id}, config says {s.chain_id}")
+        self.router = w3.eth.contract(address=s.router, abi=router_abi())  # type: ignore[arg-type]
+        factory_address = await self.router.functions.factory().call()
+        factory = w3.eth.contract(
+            address=factory_address, abi=load_artifact(CORE, "UniswapV2Factory").abi
+        )
+        pair = await factory.functions.getPair(s.base_token, s.quote_token).call()
+        if int(pair, 16) == 0:
+            raise RuntimeError(f"no Uniswap V2 pair for {s.symbol} at factory {factory_address}")
+        self.pair = w3.to_checksum_address(pair)
+        self.base_is_token0 = int(s.base_token, 16) < int(s.quote_token, 16)
+        erc20 = load_artifact(PERIPHERY, "ERC20").abi
+        base = w3.eth.contract(address=s.base_token, abi=erc20)  # type: ignore[arg-type]
+        quote = w3.eth.contract(address=s.quote_token, abi=erc20)  # type: ignore[arg-type]
+        self.base_decimals = int(await base.functions.decimals().call())
+        self.quote_decimals = int(await quote.functions.decimals().call())
+
+        self._chain_deadlines = s.deadline_clock == "chain" or (
+            s.deadline_clock == "auto" and isinstance(self.clock, SimulatedClock)
+        )
+        self.receipts = ReceiptWatcher(w3.provider, s.receipt_poll_seconds)
+        self.receipts.start()
+        self.nonces = NonceManager(self._pending_count)
+        self.fees = FeeOracle(
+            self._latest_block,
+            priority_fee_wei=int(s.priority_fee_gwei * GWEI),
+            max_fee_cap_wei=int(s.max_fee_gwei * GWEI),
+            ttl_seconds=s.fee_ttl_seconds,
+        )
+        self.sender = Sender(rpc, self.signer, self.chain_id, self.nonces, self.receipts)
+        self.approvals = Approvals(
+            rpc,
+            self.sender,
+            self.fees,
+            s.router,
+            gas_padding=s.gas_padding,
+            timeout_seconds=s.receipt_timeout_seconds,
+        )
+        self._collector = ExecutorCollector(
+            self.name,
+            self.stats,
+            pending=self.pending_count,
+            resyncs=lambda: self.nonces.resyncs,
+            failed_polls=lambda: self.receipts.failed_polls,
+        )
+        self._metrics_registry.register(self._collector)
+        if s.journal_path is not None:
+            await self._reconcile_from_journal(Path(s.journal_path))
+        self.subscribe(OrderRequest, self._on_order_request, name=f"{self.name}.orders")
+        self._spawn(self._probe_chain())
+        self.log.info(
+            "executor.ready", account=self.address, chain_id=self.chain_id, pair=self.pair
+        )
+
+    def _use_signer(self, signer: Signer) -> None:
+        self.signer = signer
+        self.address = signer.address
+
+    def _take_local_chain(self, name: str) -> None:
+        """Trade on a ``local_chain`` component: its node, contracts and dev account."""
+        chain = chain_for(self.bus, name)
+        if chain is None or chain.deployment is None:
+            raise RuntimeError(
+                f"chain {name!r} is not a started local_chain component: "
+                "name it in this executor's depends_on"
+            )
+        self._chain = chain
+        self._use_signer(chain.trader)
+        self._secret_values = [*self._secret_values, *chain.secret_values()]
+        d = chain.deployment
+        self.settings = self.settings.model_copy(
+            update={
+                "rpc_url": chain.rpc_url,
+                "chain_id": d.chain_id,
+                "router": d.router,
+                "base_token": d.base_token,
+                "quote_token": d.quote_token,
+            }
+        )
+
+    async def _reconcile_from_journal(self, path: Path) -> None:
+        """Learn this market's journalled orders, so a resumed run never sends one again,
+        and settle those an earlier run sent but never saw settle.
+
+        While the journal catches up (the engine re-derives what it holds), a journalled
+        order's request is answered with its journalled outcome events, not a swap; the
+        swaps still unsettled are settled once the catch-up is over, so their fills land
+        after everything the journal already holds, as they would have."""
+        self._history = await asyncio.to_thread(journal_history, path, self.settings.symbol)
+        unsettled = [
+            record
+            for events in self._history.values()
+            if not any(isinstance(e, OrderFilled | OrderFailed) for e in events)
+            for record in submitted_records(events)
+        ]
+        self._journal = journal = journal_for(self.bus, path)
+        if journal is not None and not journal.caught_up.is_set():
+            self._spawn(self._reconcile_after_catch_up(journal.caught_up, unsettled))
+        elif unsettled:
+            await self._reconcile_and_log(unsettled)
+
+    async def _reconcile_after_catch_up(
+        self, caught_up: asyncio.Event, records: list[SubmittedRecord]
+    ) -> None:
+        await caught_up.wait()
+        if records:
+            await self._reconcile_and_log(records)
+
+    async def _reconcile_and_log(self, records: list[SubmittedRecord]) -> None:
+        statuses = await self.reconcile(records)
+        orders = {order_id: str(status) for order_id, status in statuses.items()}
+        self.log.warning("executor.reconciled", orders=orders)
+
+    async def _replay_journalled(self, request: OrderRequest) -> None:
+        """Re-publish what the journal holds of an order an earlier run handled."""
+        self.log.info("order.replayed_from_journal", order_id=request.order_id)
+        for event in self._history[request.order_id]:
+            if self._journal is not None:
+                await self._journal.turn_of(event)  # where the original run had it
+            await self.bus.publish(event)
+            if isinstance(event, OrderFilled | OrderFailed):
+                filled = isinstance(event, OrderFilled)
+                status = OrderStatus.FILLED if filled else OrderStatus.FAILED
+                self.orders[request.order_id] = TrackedOrder(
+                    request.order_id, request.correlation_id, status=status
+                )
+
+    async def on_stop(self) -> None:
+        if self._collector is not None:
+            self._metrics_registry.unregister(self._collector)
+            self._collector = None
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        receipts: ReceiptWatcher | None = getattr(self, "receipts", None)  # None: start failed
+        if receipts is not None:
+            await receipts.stop()
+        if self._rpc is not None:
+            await self._rpc.disconnect()
+
+    async def _pending_count(self) -> int:
+        return await self.rpc.transaction_count(self.address, "pending")
+
+    async def _latest_block(self) -> tuple[int, int]:
+        return await self.rpc.latest_base_fee_and_time()
+
+    # -- orders ------------------------------------------------------------------------
+
+    def _on_order_request(self, request: OrderRequest) -> None:
+        """Runs each order in its own task so orders proceed concurrently."""
+        self._spawn(self.execute(request))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def pending_count(self) -> int:
+        return sum(1 for o in self.orders.values() if o.status is OrderStatus.PENDING)
+
+    def _update_health(self) -> None:
+        """DEGRADED while the node does not answer or orders are PENDING (receipts not
+        arriving), RUNNING again after: /ready shows whether the chain is reachable."""
+        if self.state not in ("RUNNING", "DEGRADED"):
+            return
+        problems = [self._chain_problem] if self._chain_problem else []
+        if pending := self.pending_count():
+            problems.append(f"{pending} order(s) PENDING: receipts not arriving in time")
+        if problems:
+            self.degrade("; ".join(problems))
+        else:
+            self.recover()
+
+    async def _probe_chain(self) -> None:
+        """Ask the node for its block number every ``health_check_seconds``."""
+        while True:
+            await asyncio.sleep(self.settings.health_check_seconds)
+            try:
+                await self.rpc.request("eth_blockNumber", [])
+                problem = None
+            except (*RPC_ERRORS, RpcError) as exc:
+                problem = f"chain unreachable at {self.settings.rpc_url}: {type(exc).__name__}"
+            if problem != self._chain_problem:
+                self._chain_problem = problem
+                self._update_health()
+
+    def order_status(self, order_id: str) -> OrderStatus | None:
+        order = self.orders.get(order_id)
+        return order.status if order else None
+
+    def status(self) -> dict[str, Any]:
+        """For GET /status: the account, the pool, and the orders in flight."""
+        by_status: dict[str, int] = {}
+        for order in self.orders.values():
+            by_status[str(order.status)] = by_status.get(str(order.status), 0) + 1
+        return {
+            "symbol": self.settings.symbol,
+            "account": getattr(self, "address", None),
+            "chain_id": getattr(self, "chain_id", None),
+            "pair": getattr(self, "pair", None),
+            "orders": by_status,
+            "chain_problem": self._chain_problem,
+        }
+
+    async def execute(self, request: OrderRequest) -> None:
+        """Quote, send and settle one order; never raises (failures are OrderFailed)."""
+        if request.order_id in self.orders:
+            self.log.warning("order.duplicate_ignored", order_id=request.order_id)
+            return
+        if request.order_id in self._history:
+            # A resumed run re-derives orders an earlier run already sent: never again.
+            if request.order_id not in self._replayed:
+                self._replayed.add(request.order_id)
+                await self._replay_journalled(request)
+            return
+        order = TrackedOrder(request.order_id, request.correlation_id)
+        self.orders[request.order_id] = order
+        try:
+            if await self._submit(order, request):
+                await self._settle(order)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.log.error("order.internal_error", order_id=order.order_id, exc_info=exc)
+            if order.sent and order.status not in TERMINAL:
+                # Sent: it may still be mined, so it is never reported failed here; it
+                # stays PENDING (DEGRADED health) until reconcile settles it.
+                order.status = OrderStatus.PENDING
+                self._update_health()
+                return
+            await self._fail(order, "INTERNAL_ERROR", f"{type(exc).__name__}: {exc}")
+
+    def _path(self, request: OrderRequest) -> list[str]:
+        s = self.settings
+        if request.side == "BUY":
+            return [s.quote_token, s.base_token]
+        return [s.base_token, s.quote_token]
+
+    def _swap_data(self, amount_in: int, min_out: int, path: list[str], deadline: int) -> str:
+        args = [amount_in, min_out, path, self.address, deadline]
+        return calldata(SWAP_EXACT_TOKENS, SWAP_TYPES, args)
+
+    async def _submit(self, order: TrackedOrder, request: OrderRequest) -> bool:
+        """Send the swap; False (after publishing OrderFailed) if it was not sent."""
+        s = self.settings
+        if request.symbol != s.symbol:
+            return await self._fail(order, "UNKNOWN_SYMBOL", f"executor trades {s.symbol}")
+        if request.amount_in <= 0:
+            return await self._fail(order, "INVALID_AMOUNT", f"amount_in={request.amount_in}")
+        if not 0 <= request.max_slippage_bps < 10_000:
+            return await self._fail(order, "INVALID_SLIPPAGE", str(request.max_slippage_bps))
+        if self._chain is not None:
+            try:
+                await self._chain.pool_settled()  # trade the pool as of this bar's close
+            except TimeoutError:
+                return await self._fail(
+                    order, "POOL_NOT_SETTLED", "an arbitrage step of an earlier bar hangs"
+                )
+        path = self._path(request)
+        token_in = path[0]
+        try:
+            await self.approvals.ensure(token_in)
+        except ApprovalError as exc:
+            return await self._fail(order, exc.reason, exc.detail)
+        except SendRejectedError as exc:
+            return await self._fail(order, exc.reason, f"approval: {exc.detail}")
+        except (*RPC_ERRORS, FeeCapExceededError, RpcError) as exc:
+            return await self._fail(order, "APPROVAL_FAILED", f"{type(exc).__name__}: {exc}")
+
+        try:
+            fees = await self.fees.current()  # cached: one block read per fee_ttl_seconds
+        except Exception as exc:
+            return await self._fail_preflight(order, request, token_in, exc)
+        now = self.fees.chain_time() if self._chain_deadlines else self.clock.timestamp()
+        deadline = int(now) + s.deadline_seconds
+        explicit_min = request.min_amount_out > 0
+        probe = self._swap_data(request.amount_in, request.min_amount_out, path, deadline)
+        estimate = self.rpc.estimate_gas(self.address, s.router, probe)
+        quote = (
+            self._noop()
+            if explicit_min
+            else self.rpc.get_amounts_out(s.router, request.amount_in, path)
+        )
+        results = await asyncio.gather(estimate, quote, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                return await self._fail_preflight(order, request, token_in, result)
+        gas_estimate, amounts = results
+        if explicit_min:
+            min_out = request.min_amount_out
+        else:
+            min_out = amounts[-1] * (10_000 - request.max_slippage_bps) // 10_000  # type: ignore[index]
+        data = self._swap_data(request.amount_in, min_out, path, deadline)
+        gas = int(gas_estimate * s.gas_padding) + s.gas_extra  # type: ignore[operator]
+        try:
+            sent = await self.sender.send(
+                s.router, data, gas, fees, on_signed=self._announcer(order)
+            )
+        except SendRejectedError as exc:
+            return await self._fail(order, exc.reason, exc.detail)
+        order.sent.append(sent)
+        order.tx_hashes.append(sent.tx_hash)
+        order.nonce = sent.nonce
+        order.status = OrderStatus.SUBMITTED
+        self.stats.submitted += 1
+        return True
+
+    def _announcer(self, order: TrackedOrder) -> OnSigned:
+        """Publishes ``OrderSubmitted`` for a signed transaction before it is sent: the
+        journal commits it at once, so no swap can be out there without a record."""
+
+        async def announce(nonce: int, tx_hash: str) -> None:
+            await self._publish_submitted(order, nonce, tx_hash)
+
+        return announce
+
+    @staticmethod
+    async def _noop() -> None:
+        return None
+
+    async def _fail_preflight(
+        self, order: TrackedOrder, request: OrderRequest, token_in: str, exc: BaseException
+    ) -> bool:
+        """Explain why quoting/estimating failed, before anything was sent."""
+        if isinstance(exc, RevertError):
+            message = exc.message
+            reason = reason_code(message)
+            if reason == TRANSFER_FROM_FAILED:
+                reason, message = await self._diagnose_transfer(
+                    token_in, request.amount_in, message
+                )
+            return await self._fail(order, reason, message)
+        if isinstance(exc, FeeCapExceededError):
+            return await self._fail(order, "GAS_PRICE_ABOVE_CAP", str(exc))
+        if isinstance(exc, RPC_ERRORS):
+            return await self._fail(order, "RPC_UNAVAILABLE", f"{type(exc).__name__}: {exc}")
+        if isinstance(exc, RpcError):
+            return await self._fail(order, "RPC_ERROR", exc.message)
+        raise exc
+
+    async def _diagnose_transfer(self, token: str, amount: int, message: str) -> tuple[str, str]:
+        """Turn the router's TRANSFER_FROM_FAILED into balance or allowance."""
+        try:
+            balance = await self.approvals.balance(token)
+            allowance = await self.approvals.allowance(token)
+        except Exception:
+            return TRANSFER_FROM_FAILED, message
+        if balance < amount:
+            return "INSUFFICIENT_BALANCE", f"balance {balance} < amount_in {amount} of {token}"
+        if allowance < amount:
+            self.approvals.forget(token)
+            return (
+                "INSUFFICIENT_ALLOWANCE",
+                f"router allowance {allowance} < amount_in {amount} of {token}; "
+                "the next order re-approves",
+            )
+        return TRANSFER_FROM_FAILED, message
+
+    # -- settling ----------------------------------------------------------------------
+
+    async def _settle(self, order: TrackedOrder) -> None:
+        """Wait for the receipt; after the timeout the order is PENDING and polled."""
+        s = self.settings
+        receipt = await self._wait_receipt(order, s.receipt_timeout_seconds)
+        if receipt is None:
+            order.status = OrderStatus.PENDING
+            self.log.warning(
+                "order.pending", order_id=order.order_id, nonce=order.nonce, tx=order.tx_hashes
+            )
+            self._update_health()
+        while receipt is None:
+            receipt = await self._wait_receipt(order, s.pending_poll_seconds)
+            if receipt is None:
+                try:
+                    receipt = await self._check_chain(order)
+                except _Dropped as exc:
+                    await self._fail(order, exc.reason, str(exc))
+                    return
+            if receipt is None:
+                await self._maybe_replace(order)
+        await self._finish(order, receipt)
+
+    async def _wait_receipt(self, order: TrackedOrder, seconds: float) -> Receipt | None:
+        futures = [self.receipts.watch(h) for h in order.tx_hashes]
+        done, _ = await asyncio.wait(futures, timeout=seconds, return_when="FIRST_COMPLETED")
+        for future in done:
+            if not future.cancelled():
+                return future.result()
+        return None
+
+    async def _check_chain(self, order: TrackedOrder) -> Receipt | None:
+        """Ask the node directly; raise _Dropped if another transaction took the nonce."""
+        assert order.nonce is not None
+        try:
+            found = await self.receipts.fetch(order.tx_hashes)
+            if found:
+                return next(iter(found.values()))
+            mined_count = await self.rpc.transaction_count(self.address, "latest")
+            if mined_count > order.nonce:
+                found = await self.receipts.fetch(order.tx_hashes)
+                if found:
+                    return next(iter(found.values()))
+                raise _Dropped(
+                    "DROPPED", f"nonce {order.nonce} was used by a transaction not sent for it"
+                )
+            if not await self._known_to_node(order.tx_hashes):
+                if not order.sent:
+                    # Journalled by an earlier process that died before sending it (the
+                    # journal is written first): its nonce is free and the node does not
+                    # hold it, so nothing can ever mine it.
+                    raise _Dropped("NOT_SENT", f"nonce {order.nonce}: the node never got it")
+                await self.sender.rebroadcast(order.sent[-1])  # a send that never arrived
+        except (*RPC_ERRORS, RpcError) as exc:
+            self.log.info("order.still_pending", order_id=order.order_id, error=type(exc).__name__)
+        return None
+
+    async def _known_to_node(self, tx_hashes: list[str]) -> bool:
+        found = await asyncio.gather(*(self.rpc.get_transaction(h) for h in tx_hashes))
+        return any(tx is not None for tx in found)
+
+    async def _maybe_replace(self, order: TrackedOrder) -> None:
+        s = self.settings
+        if not (s.replace_after_seconds and order.can_replace and order.sent):
+            return
+        last = order.sent[-1]
+        if time.monotonic() - last.sent_at < s.replace_after_seconds:
+            return
+        try:
+            current = await self.fees.current()
+        except (*RPC_ERRORS, RpcError, FeeCapExceededError):
+            return
+        bumped = self.fees.bumped(last.fees, s.replacement_fee_bump)
+        if bumped is None:
+            order.can_replace = False  # at the cap: keep waiting for the one we have
+            return
+        fees = max(bumped, current, key=lambda f: f.max_fee_per_gas)
+        replacement = await self.sender.replace(last, fees, on_signed=self._announcer(order))
+        if replacement is None:
+            return
+        order.sent.append(replacement)
+        order.tx_hashes.append(replacement.tx_hash)
+        self.stats.replacements += 1
+        self.log.warning(
+            "order.replaced",
+            order_id=order.order_id,
+            nonce=order.nonce,
+            tx=replacement.tx_hash,
+            max_fee_gwei=fees.max_fee_per_gas / GWEI,
+        )
+
+    async def _finish(self, order: TrackedOrder, receipt: Receipt) -> None:
+        """Publish the fill or the failure of a mined transaction, exactly once."""
+        if order.status in TERMINAL:
+            return
+        for sent in order.sent:
+            if sent.tx_hash == receipt.tx_hash:
+                self.stats.observe_latency(time.monotonic() - sent.sent_at)
+        self.stats.gas_paid_wei += receipt.gas_used * receipt.effective_gas_price
+        for tx_hash in order.tx_hashes:
+            if tx_hash != receipt.tx_hash:
+                self.receipts.forget(tx_hash)
+        if order.nonce is not None:
+            self.nonces.mined(order.nonce)
+        if receipt.status != 1:
+            reason, detail = await self._revert_reason(receipt)
+            await self._fail(order, reason, detail, receipt.tx_hash)
+            return
+        swap = swap_from_receipt(receipt, self.pair, self.base_is_token0)
+        if swap is None:
+            await self._fail(order, "NO_SWAP_EVENT", f"{receipt.tx_hash} emitted no Swap")
+            return
+        was_pending = order.status is OrderStatus.PENDING
+        order.status = OrderStatus.FILLED
+        self.stats.filled += 1
+        if was_pending:
+            self._update_health()
+        now = self.clock.timestamp_ns()
+        await self.bus.publish(
+            OrderFilled(
+                ts_event=now,
+                ts_init=now,
+                correlation_id=order.correlation_id,
+                order_id=order.order_id,
+                symbol=self.settings.symbol,
+                side=swap.side,
+                amount_in=swap.amount_in,
+                amount_out=swap.amount_out,
+                price=quote_per_base(
+                    swap.base_amount, swap.quote_amount, self.base_decimals, self.quote_decimals
+                ),
+                fee_paid=-(-swap.amount_in * 3 // 1000),  # the pool's 0.3%, in the input token
+                gas_used=receipt.gas_used,
+                gas_cost_wei=receipt.gas_used * receipt.effective_gas_price,
+                venue_order_id=receipt.tx_hash,
+            )
+        )
+
+    async def _revert_reason(self, receipt: Receipt) -> tuple[str, str]:
+        reason, detail = await replay_revert(self.rpc, receipt)
+        self.log.info("order.reverted", tx=receipt.tx_hash, reason=reason)
+        return reason, detail
+
+    # -- publishing --------------------------------------------------------------------
+
+    async def _publish_submitted(self, order: TrackedOrder, nonce: int, tx_hash: str) -> None:
+        now = self.clock.timestamp_ns()
+        await self.bus.publish(
+            OrderSubmitted(
+                ts_event=now,
+                ts_init=now,
+                correlation_id=order.correlation_id,
+                order_id=order.order_id,
+                venue_order_id=tx_hash,
+                nonce=nonce,
+            )
+        )
+
+    def _scrub(self, text: str) -> str:
+        for masked in self._secret_values:
+            secret = masked.get_secret_value()
+            if len(secret) >= 8:
+                text = text.replace(secret, REDACTED).replace(secret.removeprefix("0x"), REDACTED)
+        return text
+
+    async def _fail(
+        self, order: TrackedOrder, reason: str, detail: str = "", tx_hash: str = ""
+    ) -> bool:
+        """Publish OrderFailed once; returns False so callers can ``return await``."""
+        if order.status in TERMINAL:
+            return False
+        was_pending = order.status is OrderStatus.PENDING
+        order.status = OrderStatus.FAILED
+        order.reason = reason
+        self.stats.failed(reason)
+        if was_pending:
+            self._update_health()
+        detail = self._scrub(detail)[:500]
+        self.log.info("order.failed", order_id=order.order_id, reason=reason, tx=tx_hash)
+        now = self.clock.timestamp_ns()
+        await self.bus.publish(
+            OrderFailed(
+                ts_event=now,
+                ts_init=now,
+                correlation_id=order.correlation_id,
+                order_id=order.order_id,
+                reason=reason,
+                detail=detail,
+            )
+        )
+        return False
+
+    # -- crash recovery ----------------------------------------------------------------
+
+    async def reconcile(self, submitted: Iterable[SubmittedRecord]) -> dict[str, OrderStatus]:
+        """Settle transactions sent before a restart, from their journalled records.
+
+        Mined ones publish their fill (or failure) now; those still unmined are
+        watched as PENDING; none is ever sent again. Orders this executor already
+        tracks are left alone, so a record seen twice is settled once.
+        """
+        by_order: dict[str, list[SubmittedRecord]] = {}
+        for record in submitted:
+            by_order.setdefault(record.order_id, []).append(record)
+        statuses: dict[str, OrderStatus] = {}
+        for order_id, records in by_order.items():
+            if order_id in self.orders:
+                statuses[order_id] = self.orders[order_id].status
+                continue
+            order = TrackedOrder(
+                order_id,
+                status=OrderStatus.PENDING,
+                nonce=records[-1].nonce,  # an earlier attempt may have been refused
+                tx_hashes=[r.tx_hash.lower() for r in records],
+                can_replace=False,  # we do not hold the signed payload: wait, never re-send
+            )
+            self.orders[order_id] = order
+            try:
+                receipt = await self._check_chain(order)
+            except _Dropped as exc:
+                await self._fail(order, exc.reason, str(exc))
+                receipt = None
+            if receipt is not None:
+                await self._finish(order, receipt)
+            elif order.status is OrderStatus.PENDING:
+                self.log.warning("order.pending", order_id=order_id, nonce=order.nonce)
+                self._spawn(self._settle(order))
+            statuses[order_id] = order.status
+        self._update_health()
+        return statuses

@@ -1,0 +1,319 @@
+"""The one candle format every adapter reads and writes, and its validation.
+
+A candle frame is a pandas DataFrame with columns ``timestamp`` (candle OPEN time,
+``datetime64[ns, UTC]``), ``open``, ``high``, ``low``, ``close``, ``volume`` (float64;
+volume in the base asset), one row per candle, strictly ascending. Files are CSV
+(optionally gzip-compressed, ``.csv.gz``) with that header and ISO-8601 UTC
+timestamps, or Parquet with those columns.
+
+A :class:`~engine.events.Bar` is published when a candle has CLOSED, so its
+``ts_event`` is the open time plus the timeframe.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from engine.events import Bar
+
+COLUMNS: tuple[str, ...] = ("timestamp", "open", "high", "low", "close", "volume")
+PRICE_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close")
+NANOS_PER_SECOND = 1_000_000_000
+
+RowNumber = Callable[[int], int]  # frame index -> row number shown in errors
+
+TIMEFRAME_SECONDS: dict[str, int] = {
+    "1m": 60,
+    "3m": 180,
+    "5m": 300,
+    "15m": 900,
+    "30m": 1800,
+    "1h": 3600,
+    "2h": 7200,
+    "4h": 14400,
+    "6h": 21600,
+    "8h": 28800,
+    "12h": 43200,
+    "1d": 86400,
+}
+
+
+def timeframe_ns(timeframe: str) -> int:
+    """Length of one candle in nanoseconds; a clear error for an unknown timeframe."""
+    try:
+        return TIMEFRAME_SECONDS[timeframe] * NANOS_PER_SECOND
+    except KeyError:
+        known = ", ".join(TIMEFRAME_SECONDS)
+        raise ValueError(f"unknown timeframe {timeframe!r} (known: {known})") from None
+
+
+DATA_ROOTS_GROUP = "trade_engine.data_roots"
+
+
+def resolve_data_path(path: str) -> Path:
+    """``ROOT/NAME`` → that file of a registered data root (``samples/BTC-USD_1d.csv``: the
+    bundled sample); anything else is a normal path."""
+    root_name, sep, rest = path.partition("/")
+    if sep:
+        for entry_point in entry_points(group=DATA_ROOTS_GROUP, name=root_name):
+            return Path(entry_point.load()) / rest
+    return Path(path)
+
+
+def utc_timestamp(text: str) -> pd.Timestamp:
+    """Parse ISO-8601; a time without a zone is taken as UTC."""
+    stamp = pd.Timestamp(text)
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+
+
+class CandleFileError(ValueError):
+    """A candle file breaks a rule; the message names the file, the row and the rule."""
+
+    def __init__(self, path: str | Path, rule: str, detail: str, row: int | None = None) -> None:
+        self.path = str(path)
+        self.rule = rule
+        self.row = row
+        where = f"{self.path}, row {row}" if row is not None else self.path
+        super().__init__(f"{where}: {rule}: {detail}")
+
+
+@dataclass(frozen=True, slots=True)
+class GapReport:
+    """Missing candles between consecutive rows (reported, never filled)."""
+
+    gaps: int
+    missing_candles: int
+    largest_missing: int
+    largest_at: pd.Timestamp | None
+
+    def __str__(self) -> str:
+        if not self.gaps:
+            return "no gaps"
+        return (
+            f"{self.gaps} gaps, {self.missing_candles} candles missing, largest "
+            f"{self.largest_missing} candles after {self.largest_at:%Y-%m-%dT%H:%M}Z"
+        )
+
+
+_UTC_SUFFIXES = ("Z", "+00:00", "+0000")
+
+
+def read_candles(
+    path: str | Path, timeframe: str | None = None
+) -> tuple[pd.DataFrame, str, GapReport]:
+    """Load and validate a candle file; returns the frame, its timeframe and its gaps.
+
+    ``timeframe`` is checked against the data when given, inferred (the most common
+    step between rows) when not. Every rule failure raises :class:`CandleFileError`
+    naming the file, the first offending row (the line number in a CSV, the 1-based
+    row in a Parquet file) and the rule. Gaps are reported, never filled.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise CandleFileError(path, "file", "does not exist")
+    name = path.name
+    is_csv = name.endswith((".csv", ".csv.gz"))
+    if not is_csv and path.suffix != ".parquet":
+        raise CandleFileError(path, "file type", "use .csv, .csv.gz or .parquet")
+    try:
+        raw = (
+            pd.read_csv(path, dtype=str, keep_default_na=False) if is_csv else pd.read_parquet(path)
+        )
+    except Exception as exc:  # any parser error becomes a rule failure
+        raise CandleFileError(path, "readable", f"{type(exc).__name__}: {exc}") from None
+    row_of = (lambda i: i + 2) if is_csv else (lambda i: i + 1)
+    _check_columns(path, list(raw.columns))
+    if raw.empty:
+        raise CandleFileError(path, "not empty", "the file has no candles")
+    frame = pd.DataFrame({"timestamp": _parse_timestamps(path, raw["timestamp"], row_of)})
+    for column in COLUMNS[1:]:
+        frame[column] = _parse_numbers(path, raw[column], column, row_of)
+    _check_order(path, frame, row_of)
+    _check_prices(path, frame, row_of)
+    step_ns, timeframe = _check_interval(path, frame, timeframe, row_of)
+    return frame, timeframe, _gap_report(frame, step_ns)
+
+
+def _check_columns(path: Path, columns: list[str]) -> None:
+    missing = [c for c in COLUMNS if c not in columns]
+    unexpected = [c for c in columns if c not in COLUMNS]
+    if missing or unexpected:
+        detail = f"expected columns {', '.join(COLUMNS)}"
+        if missing:
+            detail += f"; missing {', '.join(missing)}"
+        if unexpected:
+            detail += f"; unexpected {', '.join(map(str, unexpected))}"
+        raise CandleFileError(path, "header", detail)
+
+
+def _first(mask: np.ndarray) -> int:
+    return int(np.flatnonzero(mask)[0])
+
+
+def _parse_timestamps(path: Path, column: pd.Series, row_of: RowNumber) -> pd.Series:
+    if pd.api.types.is_datetime64_any_dtype(column):
+        if getattr(column.dt, "tz", None) is None:
+            raise CandleFileError(path, "UTC timestamps", "timestamps have no time zone", 1)
+        return column.dt.tz_convert("UTC").astype("datetime64[ns, UTC]")
+    text = column.astype(str).str.strip()
+    parsed = pd.to_datetime(text, format="ISO8601", utc=True, errors="coerce")
+    bad = parsed.isna().to_numpy()
+    if bad.any():
+        i = _first(bad)
+        raise CandleFileError(
+            path, "parseable timestamp", f"cannot parse {text.iloc[i]!r}", row_of(i)
+        )
+    not_utc = ~text.str.endswith(_UTC_SUFFIXES).to_numpy()
+    if not_utc.any():
+        i = _first(not_utc)
+        raise CandleFileError(
+            path,
+            "UTC timestamps",
+            f"{text.iloc[i]!r} is not marked UTC (end it with Z or +00:00)",
+            row_of(i),
+        )
+    return parsed.astype("datetime64[ns, UTC]")
+
+
+def _parse_numbers(path: Path, column: pd.Series, name: str, row_of: RowNumber) -> pd.Series:
+    values = pd.to_numeric(column, errors="coerce").astype(np.float64)
+    bad = ~np.isfinite(values.to_numpy())
+    if bad.any():
+        i = _first(bad)
+        raise CandleFileError(
+            path, "numeric values", f"{name} is {column.iloc[i]!r}, not a number", row_of(i)
+        )
+    return values
+
+
+def _check_order(path: Path, frame: pd.DataFrame, row_of: RowNumber) -> None:
+    ns = frame["timestamp"].to_numpy(dtype="datetime64[ns]").astype(np.int64)
+    steps = np.diff(ns)
+    if (steps == 0).any():
+        i = _first(steps == 0) + 1
+        stamp = frame["timestamp"].iloc[i]
+        raise CandleFileError(path, "no duplicates", f"timestamp {stamp} repeats", row_of(i))
+    if (steps < 0).any():
+        i = _first(steps < 0) + 1
+        raise CandleFileError(
+            path,
+            "strictly ascending",
+            f"{frame['timestamp'].iloc[i]} comes after {frame['timestamp'].iloc[i - 1]}",
+            row_of(i),
+        )
+
+
+def _check_prices(path: Path, frame: pd.DataFrame, row_of: RowNumber) -> None:
+    o, h, low, c, v = (frame[col].to_numpy() for col in COLUMNS[1:])
+    rules = (
+        ("positive prices", (o <= 0) | (h <= 0) | (low <= 0) | (c <= 0), "a price is <= 0"),
+        ("low <= open, close <= high", (low > np.minimum(o, c)) | (h < np.maximum(o, c)), ""),
+        ("non-negative volume", v < 0, "volume is negative"),
+    )
+    for rule, bad, detail in rules:
+        if bad.any():
+            i = _first(bad)
+            values = f"open={o[i]} high={h[i]} low={low[i]} close={c[i]} volume={v[i]}"
+            raise CandleFileError(path, rule, detail or values, row_of(i))
+
+
+def _check_interval(
+    path: Path, frame: pd.DataFrame, timeframe: str | None, row_of: RowNumber
+) -> tuple[int, str]:
+    ns = frame["timestamp"].to_numpy(dtype="datetime64[ns]").astype(np.int64)
+    if timeframe is None:
+        if len(ns) < 2:
+            raise CandleFileError(path, "interval", "one candle: give the timeframe")
+        values, counts = np.unique(np.diff(ns), return_counts=True)
+        step = int(values[np.argmax(counts)])
+        by_step = {s * NANOS_PER_SECOND: tf for tf, s in TIMEFRAME_SECONDS.items()}
+        if step not in by_step:
+            raise CandleFileError(
+                path, "interval", f"most common step {step / 1e9:g}s is not a known timeframe"
+            )
+        timeframe = by_step[step]
+    step = timeframe_ns(timeframe)
+    misaligned = ns % step != 0
+    if misaligned.any():
+        i = _first(misaligned)
+        raise CandleFileError(
+            path,
+            "interval alignment",
+            f"{frame['timestamp'].iloc[i]} is not on a {timeframe} boundary",
+            row_of(i),
+        )
+    return step, timeframe
+
+
+def _gap_report(frame: pd.DataFrame, step_ns: int) -> GapReport:
+    ns = frame["timestamp"].to_numpy(dtype="datetime64[ns]").astype(np.int64)
+    missing = np.diff(ns) // step_ns - 1
+    gaps = missing > 0
+    if not gaps.any():
+        return GapReport(0, 0, 0, None)
+    largest = int(np.argmax(missing))
+    return GapReport(
+        gaps=int(gaps.sum()),
+        missing_candles=int(missing[gaps].sum()),
+        largest_missing=int(missing[largest]),
+        largest_at=frame["timestamp"].iloc[largest],
+    )
+
+
+def write_candles(frame: pd.DataFrame, path: str | Path) -> None:
+    """Write a candle frame as Parquet or CSV (by suffix), atomically (temp file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    frame = frame.loc[:, list(COLUMNS)]
+    if path.suffix == ".parquet":
+        frame.to_parquet(tmp, index=False)
+    elif path.name.endswith((".csv", ".csv.gz")):
+        out = frame.copy()
+        out["timestamp"] = out["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+        compression = "gzip" if path.name.endswith(".gz") else None
+        out.to_csv(tmp, index=False, compression=compression)
+    else:
+        raise ValueError(f"{path}: unsupported candle file type (use .csv, .csv.gz, .parquet)")
+    os.replace(tmp, path)
+
+
+CandleRow = tuple[int, float, float, float, float, float]
+
+
+def iter_rows(frame: pd.DataFrame, timeframe: str) -> Iterator[CandleRow]:
+    """``(close_ns, open, high, low, close, volume)`` per candle, as plain Python numbers."""
+    step = timeframe_ns(timeframe)
+    close_ns = frame["timestamp"].to_numpy(dtype="datetime64[ns]").astype(np.int64) + step
+    columns = [frame[c].to_numpy(dtype=np.float64).tolist() for c in COLUMNS[1:]]
+    return zip(close_ns.tolist(), *columns, strict=True)
+
+
+def make_bar(row: CandleRow, symbol: str, timeframe: str, ts_init: int | None = None) -> Bar:
+    """The ``Bar`` event for one candle row; ``ts_event`` is the candle's close time."""
+    close_ns, o, h, low, c, v = row
+    return Bar(
+        ts_event=close_ns,
+        ts_init=close_ns if ts_init is None else ts_init,
+        correlation_id=f"{symbol}|{timeframe}|{close_ns}",
+        symbol=symbol,
+        timeframe=timeframe,
+        open=o,
+        high=h,
+        low=low,
+        close=c,
+        volume=v,
+    )
+
+
+def iter_bars(frame: pd.DataFrame, symbol: str, timeframe: str) -> Iterator[Bar]:
+    """``Bar`` events for a validated frame, stamped as created at each candle's close."""
+    for row in iter_rows(frame, timeframe):
+        yield make_bar(row, symbol, timeframe)

@@ -1,0 +1,1 @@
+"""Models: features, labels, leakage check, training, registry, serving, monitoring."""

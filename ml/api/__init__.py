@@ -1,0 +1,1 @@
+"""The prediction HTTP API: POST /predict on a registered model."""

@@ -1,0 +1,69 @@
+"""The demo's chain component on a real anvil: the arbitrage step and a dead node."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from adapters.uniswap_v2.local_chain import LocalChain, LocalChainConfig, chain_for
+from engine.bus import EventBus
+from engine.clock import LiveClock
+from engine.config import Secrets
+from engine.events import Bar
+from engine.market_view import market_view_for
+from engine.registry import ComponentContext
+from tests.processes import process_alive
+
+pytestmark = pytest.mark.integration
+
+
+def bar(close: float, n: int) -> Bar:
+    return Bar(
+        ts_event=n,
+        ts_init=n,
+        correlation_id=f"BTC/USDT|1h|{n}",
+        symbol="BTC/USDT",
+        timeframe="1h",
+        open=close,
+        high=close,
+        low=close,
+        close=close,
+        volume=1.0,
+    )
+
+
+async def test_each_bar_moves_the_pool_to_its_close_and_a_dead_node_degrades_the_chain():
+    bus = EventBus()
+    registry = CollectorRegistry()
+    context = ComponentContext(bus, LiveClock(), registry, Secrets())
+    settings = LocalChainConfig(symbol="BTC/USDT", initial_price=1000, pool_depth_quote=1e6)
+    chain = LocalChain("chain", settings, context)
+    assert chain_for(bus, "chain") is chain
+    await chain.start()
+    try:
+        market = market_view_for(bus)
+        for n, close in enumerate((1_250.5, 980.25, 1_010.0), start=1):
+            bus.publish_nowait(bar(close, n))
+            await chain.pool_settled()
+            base, quote = await chain._read_reserves()
+            assert abs(Fraction(quote, base) / Fraction(close) - 1) < Fraction(1, 10**9)
+            assert market.reserves("BTC/USDT") == (base, quote)  # what risk sizes on
+        swaps = registry.get_sample_value(
+            "trade_engine_chain_arbitrage_swaps_total", {"component": "chain", "symbol": "BTC/USDT"}
+        )
+        assert swaps == 3
+        assert chain.state == "RUNNING"
+
+        anvil_pid = chain.anvil.pid
+        chain.anvil.stop()  # the node dies under the running engine
+        bus.publish_nowait(bar(1_100.0, 4))
+        await chain.pool_settled()
+        assert chain.state == "DEGRADED"
+        assert "arbitrage failing" in chain.health().reason
+        assert chain.arbitrage_failures == 1
+    finally:
+        await chain.stop()
+    assert chain.state == "STOPPED"
+    assert not process_alive(anvil_pid)

@@ -1,0 +1,119 @@
+"""The signing key never shows: not in logs (even unredacted), events, reprs or errors."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+
+import pytest
+import structlog
+from eth_account import Account
+from prometheus_client import generate_latest
+
+from adapters.evm.keys import SigningKeyError, load_signer
+from adapters.uniswap_v2.executor import UniswapV2Executor
+from engine.clock import SimulatedClock
+from engine.config import Secrets
+from engine.events import OrderFailed, OrderFilled, to_json
+from engine.logs import configure_logging
+from tests.chain_helpers import TOKEN, new_trader, order, outcome
+
+pytest_plugins = ["tests.chain_fixtures"]
+
+pytestmark = pytest.mark.integration
+
+
+def forms(private_key: str) -> list[str]:
+    """Every spelling of the key worth searching for."""
+    bare = private_key.removeprefix("0x")
+    return [bare, bare[:32], bare[32:]]  # compared case-insensitively
+
+
+@pytest.fixture
+def log_output():
+    """Debug-level JSON logs of everything (web3 included) with NO secret redaction,
+    so the test sees whatever the code itself would leak."""
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    configure_logging(level="debug", fmt="json", secrets=())
+    buffer = io.StringIO()
+    root.handlers[0].setStream(buffer)  # type: ignore[attr-defined]
+    yield buffer
+    root.handlers[:], root.level = saved
+    structlog.reset_defaults()
+
+
+async def test_a_run_of_fills_and_failures_never_shows_the_private_key(
+    chain, make_executor, log_output
+):
+    trader = await new_trader(chain, base=TOKEN)
+    harness = await make_executor(chain, trader)
+    expired = await make_executor(
+        chain, trader, clock=SimulatedClock(start_ns=10**18), deadline_clock="engine"
+    )
+    requests = [
+        order("BUY", 100 * TOKEN),
+        order("SELL", TOKEN // 2),
+        order("SELL", 50 * TOKEN),  # insufficient balance
+        order("BUY", TOKEN, min_amount_out=10**30),  # insufficient output
+        order("BUY", 0),
+    ]
+    for request in requests:
+        await harness.bus.publish(request)
+        await outcome(harness, request.order_id)
+    late = order("SELL", TOKEN // 10)
+    await expired.bus.publish(late)
+    assert (await outcome(expired, late.order_id)).reason == "EXPIRED"
+
+    events = harness.recorder.events + expired.recorder.events
+    assert len([e for e in events if isinstance(e, OrderFilled)]) == 2
+    assert len([e for e in events if isinstance(e, OrderFailed)]) == 4
+    logs = log_output.getvalue()
+    assert "order.failed" in logs
+    assert "Making request HTTP" in logs
+    executor: UniswapV2Executor = harness.executor
+    surfaces = {
+        "logs": logs,
+        "events": "\n".join(to_json(e).decode() for e in events),
+        "metrics": generate_latest(harness.registry).decode(),
+        "status": json.dumps(
+            [executor.health()._asdict() for executor in (executor,)], default=str
+        ),
+        "reprs": repr(executor.signer)
+        + str(executor.signer)
+        + repr(executor.settings)
+        + repr(vars(executor)),
+    }
+    for where, text in surfaces.items():
+        for form in forms(trader.private_key):
+            assert form.lower() not in text.lower(), f"key found in {where}"
+
+
+def test_an_invalid_private_key_is_not_echoed_in_the_error():
+    bad = "0x" + "zz" * 32
+    with pytest.raises(SigningKeyError) as info:
+        load_signer(Secrets.from_env({"ENGINE_PRIVATE_KEY": bad}))
+    assert "zz" not in str(info.value)
+    assert info.value.__cause__ is None
+    assert info.value.__suppress_context__
+
+
+def test_missing_key_names_the_settings_to_fix():
+    with pytest.raises(SigningKeyError, match=r"ENGINE_PRIVATE_KEY.*ENGINE_KEYSTORE_PASSWORD"):
+        load_signer(Secrets.from_env({}))
+
+
+def test_keystore_file_with_password_from_the_environment_gives_the_same_account(tmp_path):
+    account = Account.create()
+    path = tmp_path / "key.json"
+    path.write_text(json.dumps(Account.encrypt(account.key, "correct horse", iterations=2)))
+    signer = load_signer(Secrets.from_env({"ENGINE_KEYSTORE_PASSWORD": "correct horse"}), path)
+    assert signer.address == account.address
+    assert account.key.hex() not in repr(signer)
+
+    with pytest.raises(SigningKeyError, match="wrong ENGINE_KEYSTORE_PASSWORD") as info:
+        load_signer(Secrets.from_env({"ENGINE_KEYSTORE_PASSWORD": "wrong horse!"}), path)
+    assert "horse" not in str(info.value)
+    with pytest.raises(SigningKeyError, match="needs ENGINE_KEYSTORE_PASSWORD"):
+        load_signer(Secrets.from_env({}), path)

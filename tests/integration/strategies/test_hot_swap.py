@@ -1,0 +1,294 @@
+"""Hot-swapping strategy configs in a running daemon (real subprocess, real replay)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import signal
+import sqlite3
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.paper_support import paper_config, shared_small_model
+from tests.processes import EngineProcess, free_port
+
+pytestmark = pytest.mark.integration
+
+STRATEGY = "btc-usdt-1h"
+END = "2022-12-31T23:00:00Z"
+BARS_PER_SECOND = 20  # slow enough to outlast the rewrites, fast enough to trade through them
+KEPT = {"journal", "heartbeat", "replay", "features", "strategy_host", "portfolio",
+        "paper_executor", "risk"}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> Path:
+    return shared_small_model(tmp_path_factory)
+
+
+def daemon_config(models: Path, tmp_path: Path, *, watch: bool) -> tuple[Path, Path, Path]:
+    """The paper loop on a live clock at BARS_PER_SECOND; (config, strategies dir, journal)."""
+    journal = tmp_path / "journal.sqlite"
+    config = paper_config(models, journal, END)
+    config["components"] = [c for c in config["components"] if c["type"] in KEPT]
+    for entry in config["components"]:
+        if entry["type"] == "replay":
+            entry["config"]["speed"] = 3600 * BARS_PER_SECOND
+        if entry["type"] == "strategy_host":
+            entry["config"]["watch"] = watch
+            strategies = Path(entry["config"]["dir"])
+    config.update(
+        clock="live",
+        api={"host": "127.0.0.1", "port": free_port()},
+        log={"format": "json", "level": "info"},
+    )
+    path = tmp_path / "engine.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path, strategies, journal
+
+
+def http(port: int, path: str, method: str = "GET") -> tuple[int, Any]:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=5) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def strategies_status(port: int) -> dict[str, Any]:
+    _, body = http(port, "/status")
+    (component,) = [c for c in body["components"] if c["name"] == "strategy"]
+    return component["status"]
+
+
+def wait_until(predicate, timeout: float, what: str) -> float:
+    """Seconds until ``predicate()`` held (polling), or fail naming ``what``."""
+    started = time.monotonic()
+    while not predicate():
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"not within {timeout} s: {what}")
+        time.sleep(0.01)
+    return time.monotonic() - started
+
+
+def write_atomically(path: Path, text: str) -> str:
+    """Replace ``path`` in one rename (as editors do); the sha256 of what was written."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def metric(port: int, name: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        for line in resp.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[-1])
+    raise AssertionError(f"no series {name}")
+
+
+# One of each kind of invalid config, with the field path its rejection must name.
+INVALID: list[tuple[str, dict[str, Any] | str, str]] = [
+    ("bad type", {"high_confidence": "very"}, "high_confidence: "),
+    ("out of range", {"high_confidence": 1.5}, "high_confidence: must be < 1, got 1.5"),
+    ("unknown field", {"high_confidense": 0.8}, "high_confidense: unknown field"),
+    ("broken YAML", "model: [unclosed\n", "invalid YAML"),
+    ("medium >= high", {"high_confidence": 0.6, "medium_confidence": 0.65},
+     "medium_confidence: must be below high_confidence"),
+]  # fmt: skip
+
+
+def versions(base: dict[str, Any]) -> list[tuple[str, dict[str, Any] | None, str]]:
+    """100 versions, half invalid (kinds in turn), in a seeded shuffled order.
+
+    Each is (text, settings if valid else None, expected error fragment if invalid).
+    """
+    out: list[tuple[str, dict[str, Any] | None, str]] = []
+    for i in range(50):
+        high = round(0.55 + 0.008 * i, 3)  # distinct content every time
+        settings = {**base, "high_confidence": high, "medium_confidence": 0.5,
+                    "trade_on": ("high", "medium")[i % 2]}  # fmt: skip
+        out.append((yaml.safe_dump(settings, sort_keys=False), settings, ""))
+        kind, change, expected = INVALID[i % len(INVALID)]
+        body = change if isinstance(change, str) else yaml.safe_dump({**base, **change})
+        out.append((f"# invalid {i}: {kind}\n{body}", None, expected))
+    random.Random(7).shuffle(out)
+    return out
+
+
+def journal_rows(journal: Path) -> list[tuple[int, str, dict[str, Any]]]:
+    conn = sqlite3.connect(f"file:{journal}?mode=ro", uri=True)
+    rows = conn.execute("SELECT seq, type, body FROM events ORDER BY id").fetchall()
+    conn.close()
+    return [(seq, kind, json.loads(body)) for seq, kind, body in rows]
+
+
+def expected_confidence(p_up: float, settings: dict[str, Any]) -> str:
+    certainty = max(p_up, 1 - p_up)
+    if certainty > settings["high_confidence"]:
+        return "high"
+    return "medium" if certainty > settings["medium_confidence"] else "low"
+
+
+def test_100_rewrites_during_a_replay_swap_every_valid_version_and_reject_every_invalid_one(
+    models, tmp_path
+):
+    config, strategies, journal = daemon_config(models, tmp_path, watch=True)
+    path = strategies / f"{STRATEGY}.yaml"
+    base = yaml.safe_load(path.read_text())
+    daemon = EngineProcess("run", "--config", str(config))
+    try:
+        port = daemon.wait_for_log("api.listening")["port"]
+        daemon.wait_for_log("engine.running")
+        wait_until(
+            lambda: strategies_status(port)["strategies"][STRATEGY]["signals_published"] > 0,
+            30,
+            "signals flowing (features warmed up)",
+        )
+        in_force = {1: {**base, "on_remove": "keep"}}  # config version -> its settings
+        hash_in_force = strategies_status(port)["strategies"][STRATEGY]["config_hash"]
+        slowest = 0.0
+        for text, settings, expected_error in versions(base):
+            digest = write_atomically(path, text)
+            if settings is not None:
+
+                def swapped(digest: str = digest) -> bool:
+                    return strategies_status(port)["strategies"][STRATEGY]["config_hash"] == digest
+
+                slowest = max(slowest, wait_until(swapped, 1.0, f"version {digest[:8]} in force"))
+                now = strategies_status(port)["strategies"][STRATEGY]
+                assert now["config_version"] == len(in_force) + 1
+                in_force[now["config_version"]] = {**base, **settings}
+                hash_in_force = digest
+            else:
+
+                def rejected(digest: str = digest) -> bool:
+                    return (
+                        strategies_status(port)["rejected"].get(STRATEGY, {}).get("hash") == digest
+                    )
+
+                wait_until(rejected, 5.0, f"rejection of {text.splitlines()[0]}")
+                status = strategies_status(port)
+                (error,) = status["rejected"][STRATEGY]["errors"][:1]
+                assert error.startswith(f"{path}: "), error
+                assert expected_error in error, error
+                # The old config keeps running.
+                assert status["strategies"][STRATEGY]["config_hash"] == hash_in_force
+            assert daemon.proc.poll() is None, "the daemon stopped"
+        print(f"slowest swap: {slowest * 1000:.0f} ms")
+
+        assert metric(port, 'trade_engine_config_reload_failures_total{trigger="file_watch"}') == 50
+        assert metric(port, f'trade_engine_strategy_config_version{{strategy="{STRATEGY}"}}') == 51
+        last_sequence = http(port, "/status")[1]["bus_sequence"]
+        daemon.send(signal.SIGTERM)
+        assert daemon.wait(timeout=20) == 0
+    finally:
+        daemon.kill()
+
+    rejections = [r for r in daemon.records() if r.get("event") == "strategy_host.rejected"]
+    assert len(rejections) == 50
+    assert all(r["errors"] and r["kept_version"] >= 1 for r in rejections)
+
+    rows = journal_rows(journal)
+    sequences = [seq for seq, _, _ in rows]
+    assert sequences == list(range(1, len(rows) + 1))  # contiguous: no event lost
+    assert len(rows) >= last_sequence
+
+    # Every signal was made wholly under one config version: its confidence and action
+    # follow that version's thresholds, and versions only ever go forward.
+    signals = [body for _, kind, body in rows if kind == "Signal"]
+    seen_versions = [s["config_version"] for s in signals]
+    assert seen_versions == sorted(seen_versions)
+    assert len(set(seen_versions)) >= 10, "the replay should trade through many versions"
+    for s in signals:
+        settings = in_force[s["config_version"]]
+        confidence = expected_confidence(s["probability_up"], settings)
+        assert s["confidence"] == confidence, (s, settings)
+        trading = ("high",) if settings["trade_on"] == "high" else ("high", "medium")
+        if confidence in trading:
+            assert s["action"] == ("BUY" if s["probability_up"] > 0.5 else "SELL")
+        else:
+            assert s["action"] == "HOLD"
+
+
+def test_files_added_changed_and_deleted_take_effect_on_sighup(models, tmp_path):
+    """watch: false, so only SIGHUP reloads: a new file starts a strategy, a change is
+    applied, a deleted `on_remove: close` file stops it after a SELL the risk manager
+    handles."""
+    config, strategies, journal = daemon_config(models, tmp_path, watch=False)
+    base = yaml.safe_load((strategies / f"{STRATEGY}.yaml").read_text())
+    extra = strategies / "second.yaml"
+    daemon = EngineProcess("run", "--config", str(config))
+    try:
+        port = daemon.wait_for_log("api.listening")["port"]
+        daemon.wait_for_log("engine.running")
+        assert list(strategies_status(port)["strategies"]) == [STRATEGY]
+
+        write_atomically(extra, yaml.safe_dump({**base, "on_remove": "close"}))
+        time.sleep(0.3)  # no watch: nothing happens by itself
+        assert list(strategies_status(port)["strategies"]) == [STRATEGY]
+        daemon.send(signal.SIGHUP)
+        wait_until(lambda: "second" in strategies_status(port)["strategies"], 5, "second started")
+        wait_until(
+            lambda: strategies_status(port)["strategies"]["second"]["signals_published"] > 0,
+            30,
+            "the second strategy's signals",
+        )
+
+        digest = write_atomically(extra, yaml.safe_dump({**base, "on_remove": "close",
+                                                         "trade_on": "high"}))  # fmt: skip
+        daemon.send(signal.SIGHUP)
+
+        def changed() -> bool:
+            return strategies_status(port)["strategies"]["second"]["config_hash"] == digest
+
+        wait_until(changed, 5, "the change applied")
+        assert strategies_status(port)["strategies"]["second"]["config_version"] == 2
+
+        extra.unlink()
+        daemon.send(signal.SIGHUP)
+        wait_until(lambda: "second" not in strategies_status(port)["strategies"], 5, "stopped")
+        status = strategies_status(port)
+        assert status["reloads"]["sighup"] == 3
+        assert status["reload_failures"]["sighup"] == 0
+        assert list(status["strategies"]) == [STRATEGY]
+        daemon.send(signal.SIGTERM)
+        assert daemon.wait(timeout=20) == 0
+    finally:
+        daemon.kill()
+
+    stopped = daemon.wait_for_log("strategy_host.stopped")
+    assert stopped["strategy"] == "second"
+    assert stopped["on_remove"] == "close"
+    assert stopped["sell_signals"] == ["BTC/USDT"]
+    rows = journal_rows(journal)
+    (close,) = [
+        body for _, kind, body in rows
+        if kind == "Signal" and body["strategy_id"] == "second"
+        and "on_remove" in body["correlation_id"]
+    ]  # fmt: skip
+    assert close["action"] == "SELL"
+    assert close["config_version"] == 2
+    decisions = [
+        (kind, body) for _, kind, body in rows
+        if kind in ("OrderRequest", "RiskRejected")
+        and body["correlation_id"] == close["correlation_id"]
+    ]  # fmt: skip
+    assert len(decisions) == 1, "the risk manager decided on the closing SELL"
+    kind, decision = decisions[0]
+    assert decision["strategy_id"] == "second"
+    if kind == "OrderRequest":
+        assert decision["side"] == "SELL"
+    versions_of_second = {
+        body["config_version"] for _, kind, body in rows
+        if kind == "Signal" and body["strategy_id"] == "second"
+    }  # fmt: skip
+    assert versions_of_second <= {1, 2}

@@ -1,0 +1,65 @@
+"""The model registry: versions appear whole, CURRENT switches atomically, rollback works."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ml.registry import ModelRegistry, RegistryError
+
+META = {
+    "feature_set": "seed",
+    "feature_columns": ["Close"],
+    "label": {"kind": "next_bar_direction"},
+}
+
+
+def add_version(registry: ModelRegistry, tmp_path, n: int, promote: bool = True) -> str:
+    predictor = tmp_path / f"predictor-{n}"
+    predictor.mkdir()
+    (predictor / "predictor.pkl").write_bytes(b"x")
+    return registry.add("btc", predictor, {**META, "n": n}, promote=promote).version
+
+
+def test_added_version_has_metadata_predictor_and_becomes_current(tmp_path):
+    registry = ModelRegistry(tmp_path / "models")
+    version = add_version(registry, tmp_path, 1)
+    entry = registry.current("btc")
+    assert entry is not None
+    assert entry.version == version
+    assert (entry.predictor_path / "predictor.pkl").exists()
+    assert entry.metadata["name"] == "btc"
+    assert not [p for p in (tmp_path / "models" / "btc").iterdir() if ".staging" in p.name]
+
+
+def test_promote_and_rollback_walk_the_history(tmp_path):
+    registry = ModelRegistry(tmp_path / "models")
+    v1 = add_version(registry, tmp_path, 1)
+    v2 = add_version(registry, tmp_path, 2)
+    v3 = add_version(registry, tmp_path, 3, promote=False)
+    assert registry.current("btc").version == v2
+    registry.promote("btc", v3)
+    assert registry.rollback("btc").version == v2
+    assert registry.rollback("btc").version == v1
+    with pytest.raises(RegistryError, match="no earlier version"):
+        registry.rollback("btc")
+    assert [p["kind"] for p in registry.promotions("btc")] == [
+        "promote", "promote", "promote", "rollback", "rollback",
+    ]  # fmt: skip
+
+
+def test_unknown_versions_names_and_corrupt_metadata_are_clear_errors(tmp_path):
+    registry = ModelRegistry(tmp_path / "models")
+    version = add_version(registry, tmp_path, 1)
+    with pytest.raises(RegistryError, match="has no version 'nope'"):
+        registry.get("btc", "nope")
+    with pytest.raises(RegistryError, match="invalid model name"):
+        registry.get("../etc", "x")
+    (tmp_path / "models" / "btc" / version / "metadata.json").write_text("{broken")
+    with pytest.raises(RegistryError, match="unreadable metadata"):
+        registry.get("btc", version)
+    (tmp_path / "models" / "btc" / version / "metadata.json").write_text(json.dumps({"x": 1}))
+    with pytest.raises(RegistryError, match="lacks 'feature_set'"):
+        registry.get("btc", version)
+    assert registry.current("eth") is None
