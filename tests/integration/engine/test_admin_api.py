@@ -16,7 +16,7 @@ import yaml
 from engine.admin import ADMIN_DISABLED
 from engine.app import Engine
 from engine.config import EngineConfig, Secrets
-from tests.integration.test_hot_swap import STRATEGY, daemon_config, wait_until
+from tests.integration.strategies.test_hot_swap import STRATEGY, daemon_config, wait_until
 from tests.paper_support import shared_small_model
 from tests.processes import EngineProcess, free_port
 
