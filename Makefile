@@ -58,6 +58,7 @@ run: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache --no-logo
 
 test: lint $(PROMETHEUS)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
