@@ -38,9 +38,9 @@ from adapters.uniswap_v2.deployment import MAX_UINT256, deploy_uniswap_v2, fund_
 from adapters.uniswap_v2.executor import UniswapV2Executor, UniswapV2ExecutorConfig
 from engine.bus import EventBus
 from engine.clock import LiveClock
+from engine.component import ComponentContext
 from engine.config import Secrets
 from engine.events import OrderFailed, OrderFilled, OrderRequest
-from engine.registry import ComponentContext
 
 TOKEN = 10**18
 

@@ -25,9 +25,9 @@ from adapters.replay.market_data import SAMPLES_DIR, ReplayConfig, ReplayMarketD
 from engine.bus import EventBus
 from engine.candles import iter_bars, read_candles
 from engine.clock import SimulatedClock
+from engine.component import ComponentContext
 from engine.config import Secrets
 from engine.logs import configure_logging
-from engine.registry import ComponentContext
 from ml.feature_engine import FeatureEngine, FeatureEngineConfig
 from ml.features import FEATURE_SETS, Indicator, StreamingFeatures, compute
 

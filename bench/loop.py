@@ -29,11 +29,11 @@ from prometheus_client import CollectorRegistry
 from adapters.replay.market_data import SAMPLES_DIR
 from engine.bus import EventBus
 from engine.clock import SimulatedClock
-from engine.component import ComponentGraph
+from engine.component import ComponentContext, ComponentGraph
 from engine.config import ComponentConfig, Secrets
 from engine.events import Bar, OrderRequest, Signal
 from engine.logs import configure_logging
-from engine.registry import ComponentContext, build_component
+from engine.registry import build_component
 from ml.pipeline import train_from_file
 from ml.registry import ModelRegistry
 from ml.training import TrainSettings

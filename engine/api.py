@@ -21,9 +21,8 @@ import structlog
 from aiohttp import web
 
 from engine.admin import AdminControls, BearerTokenGuard
-from engine.component import Component, ComponentHealth, ComponentState
+from engine.component import Component, ComponentContext, ComponentHealth, ComponentState
 from engine.metrics import METRICS_CONTENT_TYPE, EngineMetrics
-from engine.registry import ComponentContext
 
 log = structlog.get_logger("engine.api")
 
@@ -48,7 +47,7 @@ class HttpApi(Component):
         status: Callable[[], dict[str, Any]] | None = None,
         admin: AdminControls | None = None,
     ) -> None:
-        super().__init__(name, context.bus, context.clock, depends_on)
+        super().__init__(name, None, context, depends_on)
         self.host = host
         self.requested_port = port
         self.port: int | None = None

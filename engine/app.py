@@ -20,11 +20,12 @@ from aiohttp import web
 
 from engine.api import HttpApi
 from engine.bus import EventBus
+from engine.capabilities import FiniteSource, Haltable, OffersRoutes, ReloadsConfigs, ReportsStatus
 from engine.clock import Clock, LiveClock, SimulatedClock
-from engine.component import Component, ComponentGraph, ComponentHealth
+from engine.component import Component, ComponentContext, ComponentGraph, ComponentHealth
 from engine.config import EngineConfig, Secrets
 from engine.metrics import EngineMetrics
-from engine.registry import ComponentContext, build_component
+from engine.registry import build_component
 
 log = structlog.get_logger("engine.app")
 
@@ -32,13 +33,8 @@ API_COMPONENT = "api"
 
 
 def component_routes(components: list[Component]) -> list[web.RouteDef]:
-    """HTTP routes that components offer through an ``http_routes()`` method."""
-    routes: list[web.RouteDef] = []
-    for component in components:
-        offer = getattr(component, "http_routes", None)
-        if callable(offer):
-            routes.extend(offer())
-    return routes
+    """HTTP routes that components offer (:class:`~engine.capabilities.OffersRoutes`)."""
+    return [route for c in components if isinstance(c, OffersRoutes) for route in c.http_routes()]
 
 
 class Engine:
@@ -78,7 +74,7 @@ class Engine:
         return self.graph.health()
 
     def status(self) -> dict[str, Any]:
-        """What ``GET /status`` shows; components add to it with a ``status()`` method."""
+        """What ``GET /status`` shows; components add to it (:class:`ReportsStatus`)."""
         components = []
         for comp in self.graph:
             health = comp.health()
@@ -87,10 +83,9 @@ class Engine:
                 "state": str(health.state),
                 "reason": health.reason,
             }
-            offer = getattr(comp, "status", None)
-            if callable(offer):
+            if isinstance(comp, ReportsStatus):
                 try:
-                    entry["status"] = offer()
+                    entry["status"] = comp.status()
                 except Exception as exc:  # a status page must not fail with one component
                     log.warning("engine.status_failed", component=comp.name, error=repr(exc))
                     entry["status"] = {"error": f"status unavailable: {type(exc).__name__}"}
@@ -102,40 +97,30 @@ class Engine:
             "components": components,
         }
 
-    def _with(self, method: str) -> list[Component]:
-        return [c for c in self.graph if callable(getattr(c, method, None))]
+    def _risk_managers(self) -> list[Haltable]:
+        return [c for c in self.graph if isinstance(c, Haltable)]
 
     def halt(self, reason: str) -> list[dict[str, Any]]:
-        """Halt every risk manager (a component with ``halt`` and ``resume``)."""
-        halted = []
-        for risk in self._with("halt"):
-            if callable(getattr(risk, "resume", None)):
-                risk.halt(reason)  # type: ignore[attr-defined]
-                halted.append(self._risk_state(risk))
-        return halted
+        """Halt every risk manager."""
+        for risk in self._risk_managers():
+            risk.halt(reason)
+        return [self._risk_state(risk) for risk in self._risk_managers()]
 
     def resume(self) -> list[dict[str, Any]]:
-        resumed = []
-        for risk in self._with("resume"):
-            if callable(getattr(risk, "halt", None)):
-                risk.resume()  # type: ignore[attr-defined]
-                resumed.append(self._risk_state(risk))
-        return resumed
+        for risk in self._risk_managers():
+            risk.resume()
+        return [self._risk_state(risk) for risk in self._risk_managers()]
 
     @staticmethod
-    def _risk_state(risk: Component) -> dict[str, Any]:
-        return {
-            "name": risk.name,
-            "state": str(getattr(risk, "risk_state", "")),
-            "reason": str(getattr(risk, "state_reason", "")),
-        }
+    def _risk_state(risk: Haltable) -> dict[str, Any]:
+        return {"name": risk.name, "state": str(risk.risk_state), "reason": risk.state_reason}
 
     async def reload_configs(self, trigger: str) -> list[dict[str, Any]]:
         """Reload every component that has configs to reload; one report each."""
         reports = []
-        for comp in self._with("reload_configs"):
-            report = await comp.reload_configs(trigger)  # type: ignore[attr-defined]
-            reports.append({"component": comp.name, **report})
+        for comp in self.graph:
+            if isinstance(comp, ReloadsConfigs):
+                reports.append({"component": comp.name, **await comp.reload_configs(trigger)})
         return reports
 
     async def start(self) -> None:
@@ -161,11 +146,7 @@ class Engine:
 
 def finite_sources(engine: Engine) -> list[asyncio.Event]:
     """The ``finished`` events of components that end by themselves (replays)."""
-    return [
-        finished
-        for comp in engine.graph
-        if isinstance(finished := getattr(comp, "finished", None), asyncio.Event)
-    ]
+    return [comp.finished for comp in engine.graph if isinstance(comp, FiniteSource)]
 
 
 async def run_daemon(

@@ -11,16 +11,24 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, ClassVar, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, TypeVar
 
 import structlog
+from prometheus_client import CollectorRegistry
+from prometheus_client.registry import Collector
 
 from engine.bus import EventBus, Subscription
 from engine.clock import Clock
 from engine.events import ComponentStateChanged, Event
+from engine.market_view import BusMarketView
+
+if TYPE_CHECKING:
+    from engine.config import Secrets  # engine.config imports this module
 
 E = TypeVar("E", bound=Event)
+C = TypeVar("C", bound="Component")
 
 log = structlog.get_logger("engine.component")
 
@@ -58,25 +66,76 @@ class ComponentHealth(NamedTuple):
     since_ns: int
 
 
+class ComponentLookup:
+    """The components of one engine by name, typed.
+
+    For the few components that must call another directly rather than through the
+    bus (risk reads its portfolio; an executor waits on the local chain and reads the
+    journal; see docs/architecture.md). Every component adds itself when constructed.
+    """
+
+    def __init__(self) -> None:
+        self._by_name: dict[str, Component] = {}
+
+    def add(self, component: Component) -> None:
+        self._by_name[component.name] = component
+
+    def find(self, kind: type[C], name: str) -> C | None:
+        """The component called ``name`` if it is a ``kind``, else None."""
+        found = self._by_name.get(name)
+        return found if isinstance(found, kind) else None
+
+    def of_type(self, kind: type[C]) -> list[C]:
+        return [c for c in self._by_name.values() if isinstance(c, kind)]
+
+
+@dataclass(frozen=True, slots=True)
+class ComponentContext:
+    """What every component may use, handed over at construction by the engine."""
+
+    bus: EventBus
+    clock: Clock
+    metrics_registry: CollectorRegistry
+    secrets: Secrets
+    market_view: BusMarketView = None  # type: ignore[assignment]  # None: one on this bus
+    components: ComponentLookup = field(default_factory=ComponentLookup)
+
+    def __post_init__(self) -> None:
+        if self.market_view is None:
+            object.__setattr__(self, "market_view", BusMarketView(self.bus))
+
+
 class Component:
-    """Base for everything the engine runs; subclasses override ``on_start``/``on_stop``."""
+    """Base for everything the engine runs; subclasses override ``on_start``/``on_stop``.
+
+    Built as ``Class(name, settings, context, depends_on)``: ``settings`` is the
+    component type's validated ``Config`` model, ``context`` the engine's shared handles.
+    """
 
     # True for components that act on the outside world in real time (a chain): they
     # cannot run under a simulated clock that races through history.
     needs_wall_clock: ClassVar[bool] = False
 
     def __init__(
-        self, name: str, bus: EventBus, clock: Clock, depends_on: Sequence[str] = ()
+        self,
+        name: str,
+        settings: Any,
+        context: ComponentContext,
+        depends_on: Sequence[str] = (),
     ) -> None:
         self.name = name
-        self.bus = bus
-        self.clock = clock
+        self.settings = settings
+        self.context = context
+        self.bus = context.bus
+        self.clock = context.clock
         self.depends_on = tuple(depends_on)
         self.log = log.bind(component=name)
         self._state = ComponentState.READY
         self._reason = ""
-        self._since_ns = clock.timestamp_ns()
+        self._since_ns = self.clock.timestamp_ns()
         self._subscriptions: list[Subscription] = []
+        self._collectors: list[Collector] = []
+        context.components.add(self)
 
     @property
     def state(self) -> ComponentState:
@@ -112,6 +171,15 @@ class Component:
             self.bus.unsubscribe(sub)
         self._subscriptions.clear()
 
+    def register_collector(self, collector: Collector) -> None:
+        """Serve ``collector``'s metrics on /metrics; unregistered automatically at stop."""
+        self.context.metrics_registry.register(collector)
+        self._collectors.append(collector)
+
+    def _unregister_collectors(self) -> None:
+        while self._collectors:
+            self.context.metrics_registry.unregister(self._collectors.pop())
+
     async def start(self) -> None:
         self._transition(S.STARTING)
         try:
@@ -135,6 +203,7 @@ class Component:
             raise
         finally:
             self._unsubscribe_all()
+            self._unregister_collectors()
         self._transition(S.STOPPED)
 
     def degrade(self, reason: str) -> None:

@@ -10,10 +10,9 @@ from __future__ import annotations
 from pydantic import Field
 
 from engine.clock import NANOS_PER_SECOND, LiveClock, TimerFired
-from engine.component import Component
+from engine.component import Component, ComponentContext
 from engine.config import StrictModel
 from engine.events import Heartbeat
-from engine.registry import ComponentContext
 
 
 class HeartbeatConfig(StrictModel):
@@ -32,7 +31,7 @@ class HeartbeatSource(Component):
         context: ComponentContext,
         depends_on: tuple[str, ...] = (),
     ) -> None:
-        super().__init__(name, context.bus, context.clock, depends_on)
+        super().__init__(name, settings, context, depends_on)
         self.interval_ns = int(settings.interval_seconds * NANOS_PER_SECOND)
         self.count = 0
         self._wall = LiveClock()

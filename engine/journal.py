@@ -27,12 +27,9 @@ from typing import Any
 
 from pydantic import Field
 
-from engine.bus import EventBus
-from engine.component import Component
+from engine.component import Component, ComponentContext, ComponentLookup
 from engine.config import StrictModel
 from engine.events import Event, OrderRequest, OrderSubmitted, from_json, to_json
-from engine.lookup import find, register
-from engine.registry import ComponentContext
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -196,8 +193,8 @@ class Journal(Component):
         context: ComponentContext,
         depends_on: tuple[str, ...] = (),
     ) -> None:
-        super().__init__(name, context.bus, context.clock, depends_on)
-        self.settings = settings
+        super().__init__(name, settings, context, depends_on)
+        self.path = Path(settings.path).resolve()
         self.run_id = uuid.uuid4().hex[:12]
         self.conn = connect(settings.path)
         self.reader = JournalReader(self.conn)
@@ -217,7 +214,6 @@ class Journal(Component):
             self.log.info("journal.resuming", events_to_catch_up=len(self._expected))
         else:
             self.caught_up.set()
-        register(context.bus, Journal, str(Path(settings.path).resolve()), self)
         # Subscribed here, not in on_start: the journal must be the bus's first subscriber.
         self.subscribe(Event, self.append, name=f"{name}.append")
 
@@ -318,6 +314,7 @@ class Journal(Component):
         self._last_commit = time.monotonic()
 
 
-def journal_for(bus: EventBus, path: str | Path) -> Journal | None:
-    """The journal component writing ``path`` on ``bus``'s engine, if any."""
-    return find(bus, Journal, str(Path(path).resolve()))
+def journal_for(components: ComponentLookup, path: str | Path) -> Journal | None:
+    """The journal component of this engine writing ``path``, if any."""
+    target = Path(path).resolve()
+    return next((j for j in components.of_type(Journal) if j.path == target), None)

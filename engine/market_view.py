@@ -4,9 +4,8 @@ The risk manager decides on a signal using the last price, how fresh that price 
 the pool's reserves and the gas price. :class:`MarketView` is that read-only handle;
 :class:`BusMarketView` fills it from ``Bar`` events on the bus, while pool state and gas
 price are set by whoever knows them (the paper executor for its simulated pool, the
-DEX adapter for a real one). One view is shared per engine: :func:`market_view_for`
-returns the same instance for the same bus, so components built from config find it
-without being wired to each other.
+DEX adapter for a real one). One view is shared per engine: the engine hands it to
+every component in its :class:`~engine.component.ComponentContext`.
 
 Swap maths belongs to the venue (``adapters.uniswap_v2.amm`` for Uniswap V2), and
 ``engine`` imports nothing from ``adapters``: whoever sets a pool's reserves also hands
@@ -18,7 +17,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
-from weakref import WeakKeyDictionary
 
 from engine.bus import EventBus
 from engine.events import Bar
@@ -110,14 +108,3 @@ class BusMarketView:
 
     def gas_price_wei(self) -> int | None:
         return self._gas_price_wei
-
-
-_SHARED: WeakKeyDictionary[EventBus, BusMarketView] = WeakKeyDictionary()
-
-
-def market_view_for(bus: EventBus) -> BusMarketView:
-    """The engine-wide market view of ``bus``'s engine, created on first use."""
-    view = _SHARED.get(bus)
-    if view is None:
-        view = _SHARED[bus] = BusMarketView(bus)
-    return view

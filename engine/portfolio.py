@@ -33,13 +33,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from pydantic import Field, model_validator
 
-from engine.bus import EventBus
-from engine.component import Component
+from engine.component import Component, ComponentContext
 from engine.config import StrictModel
 from engine.events import Bar, Event, OrderFilled, PortfolioUpdate
 from engine.instruments import Instrument, InstrumentConfig
-from engine.lookup import find, register
-from engine.registry import ComponentContext
 
 GAS_TOKENS = frozenset({"ETH", "WETH"})
 WEI_PER_ETH = 10**18
@@ -137,10 +134,7 @@ class Portfolio(Component):
         context: ComponentContext,
         depends_on: tuple[str, ...] = (),
     ) -> None:
-        super().__init__(name, context.bus, context.clock, depends_on)
-        self.settings = settings
-        self._metrics_registry = context.metrics_registry
-        self._collector: _PortfolioCollector | None = None
+        super().__init__(name, settings, context, depends_on)
         instruments = [c.to_instrument() for c in settings.instruments]
         self.quote_token = instruments[0].quote
         self._positions = {i.symbol: _Position(i) for i in instruments}
@@ -164,20 +158,13 @@ class Portfolio(Component):
         self._equity = self._compute_equity()
         self._peak = self._equity
         self.initial_equity_quote = self._equity
-        register(context.bus, Portfolio, name, self)
 
     # -- lifecycle -----------------------------------------------------------------------
 
     async def on_start(self) -> None:
         self.subscribe(Bar, self._on_bar, name=f"{self.name}.bars")
         self.subscribe(OrderFilled, self._on_fill, name=f"{self.name}.fills")
-        self._collector = _PortfolioCollector(self)
-        self._metrics_registry.register(self._collector)
-
-    async def on_stop(self) -> None:
-        if self._collector is not None:
-            self._metrics_registry.unregister(self._collector)
-            self._collector = None
+        self.register_collector(_PortfolioCollector(self))
 
     def _on_bar(self, bar: Bar) -> None:
         update = self.mark(bar)
@@ -395,9 +382,3 @@ class _PortfolioCollector(Collector):
         yield CounterMetricFamily(
             f"{METRIC_PREFIX}_gas_paid_wei", "Gas paid by fills, in wei.", value=p.gas_paid_wei
         )
-
-
-def portfolio_for(bus: EventBus, name: str) -> Portfolio | None:
-    """The portfolio component called ``name`` on ``bus``'s engine (the risk manager's
-    read handle), if any."""
-    return find(bus, Portfolio, name)

@@ -11,17 +11,13 @@ A component class has a ``Config`` pydantic model for its settings and is built 
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any, Protocol
 
-from prometheus_client import CollectorRegistry
 from pydantic import BaseModel, ValidationError
 
-from engine.bus import EventBus
-from engine.clock import Clock
-from engine.component import Component
-from engine.config import ComponentConfig, Secrets, describe_error, format_location
+from engine.component import Component, ComponentContext
+from engine.config import ComponentConfig, describe_error, format_location
 
 COMPONENT_TYPES_GROUP = "trade_engine.components"
 
@@ -29,16 +25,6 @@ COMPONENT_TYPES_GROUP = "trade_engine.components"
 def component_types() -> dict[str, EntryPoint]:
     """Registered component types by name (the ``trade_engine.components`` entry points)."""
     return {ep.name: ep for ep in entry_points(group=COMPONENT_TYPES_GROUP)}
-
-
-@dataclass(frozen=True, slots=True)
-class ComponentContext:
-    """What every component may use, handed over at construction."""
-
-    bus: EventBus
-    clock: Clock
-    metrics_registry: CollectorRegistry
-    secrets: Secrets
 
 
 class ComponentFactory(Protocol):

@@ -39,7 +39,7 @@ from prometheus_client.registry import Collector
 
 from engine.bus import LatencyHistogram
 from engine.clock import NANOS_PER_SECOND
-from engine.component import Component
+from engine.component import Component, ComponentContext
 from engine.events import (
     Bar,
     OrderFailed,
@@ -52,9 +52,8 @@ from engine.events import (
     Signal,
 )
 from engine.instruments import Instrument
-from engine.market_view import MarketView, market_view_for
-from engine.portfolio import PortfolioView, drawdown_fraction, portfolio_for
-from engine.registry import ComponentContext
+from engine.market_view import MarketView
+from engine.portfolio import Portfolio, PortfolioView, drawdown_fraction
 from engine.risk_config import RiskConfig
 
 NANOS_PER_DAY = 86_400 * NANOS_PER_SECOND
@@ -133,12 +132,9 @@ class RiskManager(Component):
         portfolio: PortfolioView | None = None,
         market: MarketView | None = None,
     ) -> None:
-        super().__init__(name, context.bus, context.clock, depends_on)
-        self.settings = settings
+        super().__init__(name, settings, context, depends_on)
         self._portfolio = portfolio
-        self.market: MarketView = market if market is not None else market_view_for(context.bus)
-        self._metrics_registry = context.metrics_registry
-        self._collector: _RiskCollector | None = None
+        self.market: MarketView = market if market is not None else context.market_view
         self.risk_state = RiskState.ACTIVE
         self.state_reason = ""
         self._reducing_for_daily_loss = False
@@ -165,7 +161,7 @@ class RiskManager(Component):
 
     async def on_start(self) -> None:
         if self._portfolio is None:
-            self._portfolio = portfolio_for(self.bus, self.settings.portfolio)
+            self._portfolio = self.context.components.find(Portfolio, self.settings.portfolio)
             if self._portfolio is None:
                 raise RuntimeError(
                     f"no portfolio component named {self.settings.portfolio!r} in this engine: "
@@ -181,13 +177,7 @@ class RiskManager(Component):
         self.subscribe(PortfolioUpdate, self._on_portfolio, name=f"{self.name}.portfolio")
         self.subscribe(OrderFilled, self._on_order_done, name=f"{self.name}.fills")
         self.subscribe(OrderFailed, self._on_order_done, name=f"{self.name}.failures")
-        self._collector = _RiskCollector(self)
-        self._metrics_registry.register(self._collector)
-
-    async def on_stop(self) -> None:
-        if self._collector is not None:
-            self._metrics_registry.unregister(self._collector)
-            self._collector = None
+        self.register_collector(_RiskCollector(self))
 
     # -- operator controls ---------------------------------------------------------------
 

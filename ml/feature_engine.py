@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from pydantic import Field, field_validator
 
-from engine.component import Component
+from engine.component import Component, ComponentContext
 from engine.config import StrictModel
 from engine.events import Bar, Features
-from engine.registry import ComponentContext
 from ml.features import FEATURE_SETS, StreamingFeatures
 
 
@@ -37,8 +36,7 @@ class FeatureEngine(Component):
         context: ComponentContext,
         depends_on: tuple[str, ...] = (),
     ) -> None:
-        super().__init__(name, context.bus, context.clock, depends_on)
-        self.settings = settings
+        super().__init__(name, settings, context, depends_on)
         self._streams: dict[tuple[str, str], StreamingFeatures] = {}
         self._symbols = frozenset(settings.symbols)
 

@@ -25,10 +25,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from pydantic import Field
 
-from engine.component import Component
+from engine.component import Component, ComponentContext
 from engine.config import StrictModel
 from engine.events import Bar, Confidence, Signal
-from engine.registry import ComponentContext
 
 METRIC_PREFIX = "trade_engine_model"
 CONFIDENCES: tuple[Confidence, ...] = ("high", "medium", "low")
@@ -84,30 +83,20 @@ class ModelMonitor(Component):
         context: ComponentContext,
         depends_on: tuple[str, ...] = (),
     ) -> None:
-        super().__init__(name, context.bus, context.clock, depends_on)
-        self.settings = settings
+        super().__init__(name, settings, context, depends_on)
         self.scores: dict[str, StrategyScore] = {}
         self._last_bar: dict[str, Bar] = {}
-        self._metrics_registry = context.metrics_registry
-        self._collector: _ModelCollector | None = None
 
     async def on_start(self) -> None:
         self.subscribe(Bar, self.on_bar, name=f"{self.name}.bars")
         self.subscribe(Signal, self.on_signal, name=f"{self.name}.signals")
-        collector = _ModelCollector(self)
         try:
-            self._metrics_registry.register(collector)
+            self.register_collector(_ModelCollector(self))
         except ValueError as exc:  # the registry refuses a second set of the same series
             raise RuntimeError(
                 f"model monitor {self.name!r}: its metrics are already registered "
                 f"(run one model_monitor per engine): {exc}"
             ) from None
-        self._collector = collector
-
-    async def on_stop(self) -> None:
-        if self._collector is not None:
-            self._metrics_registry.unregister(self._collector)
-            self._collector = None
 
     def score_for(self, strategy: str) -> StrategyScore:
         score = self.scores.get(strategy)

@@ -17,12 +17,10 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry
 from pydantic import Field
 
-from engine.component import Component, ComponentState
+from engine.component import Component, ComponentContext, ComponentState
 from engine.config import ConfigError, StrictModel
-from engine.registry import ComponentContext
 from strategies.files import (
     SUFFIX,
     StrategyFileConfig,
@@ -69,8 +67,7 @@ class StrategyHost(Component):
         context: ComponentContext,
         depends_on: tuple[str, ...] = (),
     ) -> None:
-        super().__init__(name, context.bus, context.clock, depends_on)
-        self.settings = settings
+        super().__init__(name, settings, context, depends_on)
         self.directory = Path(settings.dir)
         self._context = context
         self.instances: dict[str, MLDirectionStrategy] = {}
@@ -82,16 +79,13 @@ class StrategyHost(Component):
         self._lock = asyncio.Lock()
         self._stop_watching = asyncio.Event()
         self._watcher: asyncio.Task[None] | None = None
-        self._registry: CollectorRegistry = context.metrics_registry
-        self._collector: ReloadCollector | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
 
     async def on_start(self) -> None:
         if not self.directory.is_dir():
             raise FileNotFoundError(f"strategy config directory {str(self.directory)!r} not found")
-        self._collector = ReloadCollector(self.reloads, self.failures, self.config_versions)
-        self._registry.register(self._collector)
+        self.register_collector(ReloadCollector(self.reloads, self.failures, self.config_versions))
         if self.settings.watch:
             # Watch before the first read, so no change can slip in between the two: the
             # task's first step sets the inotify watches up before its first await.
@@ -118,9 +112,6 @@ class StrategyHost(Component):
         # Stopping the engine is not removing a strategy: positions stay as they are.
         for strategy in self.instances.values():
             await strategy.stop()
-        if self._collector is not None:
-            self._registry.unregister(self._collector)
-            self._collector = None
 
     async def _watch(self) -> None:
         try:

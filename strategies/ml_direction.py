@@ -22,10 +22,9 @@ from typing import Any, Literal
 from pydantic import Field, ValidationInfo, field_validator
 
 from engine.candles import resolve_data_path
-from engine.component import Component
+from engine.component import Component, ComponentContext
 from engine.config import StrictModel
 from engine.events import Action, Confidence, Features, Signal
-from engine.registry import ComponentContext
 from ml.confidence import confidence_level
 from ml.pipeline import train_from_file
 from ml.registry import ModelRegistry
@@ -108,15 +107,20 @@ class MLDirectionStrategy(Component):
         config_version: int = 1,
         config_hash: str = "",
     ) -> None:
-        super().__init__(name, context.bus, context.clock, depends_on)
-        self._initial = (settings, config_version, config_hash)
+        super().__init__(name, settings, context, depends_on)
+        self._initial_version = (config_version, config_hash)
         self._active: ActiveConfig | None = None
         self._seen_symbols: set[str] = set()
         self.signals_published = 0
 
     @property
     def settings(self) -> MLDirectionConfig:
-        return self._initial[0] if self._active is None else self._active.settings
+        return self._built_with if self._active is None else self._active.settings
+
+    @settings.setter
+    def settings(self, value: MLDirectionConfig) -> None:
+        # Only the base class sets it, at construction; later ones come by apply_settings.
+        self._built_with = value
 
     @property
     def model(self) -> ServingModel | None:
@@ -129,7 +133,7 @@ class MLDirectionStrategy(Component):
         return self._active
 
     async def on_start(self) -> None:
-        s, version, content_hash = self._initial
+        s, (version, content_hash) = self._built_with, self._initial_version
         if s.train_if_missing and ModelRegistry(s.models_dir).current(s.model) is None:
             await self._train_first_model(s.train_if_missing)
         model = await self._load_model(s)

@@ -15,8 +15,8 @@ from prometheus_client import CollectorRegistry
 from adapters.uniswap_v2.executor import UniswapV2Executor
 from engine.bus import EventBus
 from engine.clock import Clock, LiveClock
+from engine.component import ComponentContext
 from engine.config import Secrets
-from engine.registry import ComponentContext
 from tests.chain_helpers import (
     Chain,
     ExecutorHarness,

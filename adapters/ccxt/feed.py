@@ -30,10 +30,9 @@ import structlog
 from pydantic import Field, model_validator
 
 from engine.clock import NANOS_PER_SECOND
-from engine.component import Component, ComponentState
+from engine.component import Component, ComponentContext, ComponentState
 from engine.config import StrictModel
 from engine.events import Bar
-from engine.registry import ComponentContext
 
 T = TypeVar("T")
 NANOS_PER_MS = 1_000_000
@@ -254,8 +253,7 @@ class CcxtBarFeed(Component):
         context: ComponentContext,
         depends_on: tuple[str, ...] = (),
     ) -> None:
-        super().__init__(name, context.bus, context.clock, depends_on)
-        self.settings = settings
+        super().__init__(name, settings, context, depends_on)
         self.streaming = False
         self.published = 0
         self.last_open_ms: int | None = None  # newest candle published (or skipped at start)

@@ -26,9 +26,8 @@ from engine.candles import (
     utc_timestamp,
 )
 from engine.clock import SimulatedClock
-from engine.component import Component
+from engine.component import Component, ComponentContext
 from engine.config import StrictModel
-from engine.registry import ComponentContext
 
 SAMPLES_DIR = Path(__file__).with_name("samples")
 """The bundled real candles; registered as the data root ``samples`` (``samples/NAME``)."""
@@ -80,8 +79,7 @@ class ReplayMarketData(Component):
         context: ComponentContext,
         depends_on: tuple[str, ...] = (),
     ) -> None:
-        super().__init__(name, context.bus, context.clock, depends_on)
-        self.settings = settings
+        super().__init__(name, settings, context, depends_on)
         self.path = resolve_data_path(settings.path)
         self.published = 0
         self.gaps: GapReport | None = None

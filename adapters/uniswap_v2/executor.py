@@ -36,16 +36,15 @@ from adapters.evm.sender import TransactionSender as Sender
 from adapters.uniswap_v2.artifacts import CORE, PERIPHERY, load_artifact, router_abi
 from adapters.uniswap_v2.config import UniswapV2ExecutorConfig
 from adapters.uniswap_v2.fills import quote_per_base, swap_from_receipt
-from adapters.uniswap_v2.local_chain import LocalChain, chain_for
+from adapters.uniswap_v2.local_chain import LocalChain
 from adapters.uniswap_v2.metrics import ExecutorCollector, ExecutorStats
 from adapters.uniswap_v2.orders import TERMINAL, OrderStatus, SubmittedRecord, TrackedOrder
 from adapters.uniswap_v2.recovery import journal_history, submitted_records
 from engine.clock import SimulatedClock
-from engine.component import Component
+from engine.component import Component, ComponentContext
 from engine.events import Event, OrderFailed, OrderFilled, OrderRequest, OrderSubmitted
 from engine.journal import Journal, journal_for
 from engine.logs import REDACTED
-from engine.registry import ComponentContext
 
 __all__ = ["OrderStatus", "SubmittedRecord", "UniswapV2Executor", "UniswapV2ExecutorConfig"]
 
@@ -76,8 +75,7 @@ class UniswapV2Executor(Component):
         context: ComponentContext,
         depends_on: tuple[str, ...] = (),
     ) -> None:
-        super().__init__(name, context.bus, context.clock, depends_on)
-        self.settings = settings
+        super().__init__(name, settings, context, depends_on)
         # To scrub from published text; SecretStr, so no repr of this object shows them.
         self._secret_values = [SecretStr(value) for value in context.secrets.values()]
         self._chain: LocalChain | None = None
@@ -90,8 +88,6 @@ class UniswapV2Executor(Component):
         self._journal: Journal | None = None  # the engine's journal, when catching up
         self._replayed: set[str] = set()
         self.stats = ExecutorStats()
-        self._metrics_registry = context.metrics_registry
-        self._collector: ExecutorCollector | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.w3: AsyncWeb3[Any] | None = None
         self._rpc: JsonRpc | None = None
@@ -144,14 +140,15 @@ class UniswapV2Executor(Component):
             gas_padding=s.gas_padding,
             timeout_seconds=s.receipt_timeout_seconds,
         )
-        self._collector = ExecutorCollector(
-            self.name,
-            self.stats,
-            pending=self.pending_count,
-            resyncs=lambda: self.nonces.resyncs,
-            failed_polls=lambda: self.receipts.failed_polls,
+        self.register_collector(
+            ExecutorCollector(
+                self.name,
+                self.stats,
+                pending=self.pending_count,
+                resyncs=lambda: self.nonces.resyncs,
+                failed_polls=lambda: self.receipts.failed_polls,
+            )
         )
-        self._metrics_registry.register(self._collector)
         if s.journal_path is not None:
             await self._reconcile_from_journal(Path(s.journal_path))
         self.subscribe(OrderRequest, self._on_order_request, name=f"{self.name}.orders")
@@ -166,7 +163,7 @@ class UniswapV2Executor(Component):
 
     def _take_local_chain(self, name: str) -> None:
         """Trade on a ``local_chain`` component: its node, contracts and dev account."""
-        chain = chain_for(self.bus, name)
+        chain = self.context.components.find(LocalChain, name)
         if chain is None or chain.deployment is None:
             raise RuntimeError(
                 f"chain {name!r} is not a started local_chain component: "
@@ -201,7 +198,7 @@ class UniswapV2Executor(Component):
             if not any(isinstance(e, OrderFilled | OrderFailed) for e in events)
             for record in submitted_records(events)
         ]
-        self._journal = journal = journal_for(self.bus, path)
+        self._journal = journal = journal_for(self.context.components, path)
         if journal is not None and not journal.caught_up.is_set():
             self._spawn(self._reconcile_after_catch_up(journal.caught_up, unsettled))
         elif unsettled:
@@ -234,9 +231,6 @@ class UniswapV2Executor(Component):
                 )
 
     async def on_stop(self) -> None:
-        if self._collector is not None:
-            self._metrics_registry.unregister(self._collector)
-            self._collector = None
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()

@@ -38,13 +38,9 @@ from adapters.uniswap_v2.deployment import (
     fund_account,
     to_base_units,
 )
-from engine.bus import EventBus
-from engine.component import Component, ComponentState
+from engine.component import Component, ComponentContext, ComponentState
 from engine.config import StrictModel
 from engine.events import Bar
-from engine.lookup import find, register
-from engine.market_view import market_view_for
-from engine.registry import ComponentContext
 
 FAR_DEADLINE = 2**40  # the arbitrageur's swaps never expire
 
@@ -99,8 +95,7 @@ class LocalChain(Component):
         context: ComponentContext,
         depends_on: tuple[str, ...] = (),
     ) -> None:
-        super().__init__(name, context.bus, context.clock, depends_on)
-        self.settings = settings
+        super().__init__(name, settings, context, depends_on)
         self.anvil: Anvil | None = None
         self.deployment: UniswapV2Deployment | None = None
         account = Account.create()
@@ -108,14 +103,11 @@ class LocalChain(Component):
         self._trader_key = SecretStr("0x" + bytes(account.key).hex())
         self._w3: AsyncWeb3[Any] | None = None
         self._tail: asyncio.Task[None] | None = None  # the latest arbitrage step
-        self._metrics_registry = context.metrics_registry
-        self._market = market_view_for(context.bus)  # the risk manager sizes on its pools
+        self._market = context.market_view  # the risk manager sizes on its pools
         self._reserves = (0, 0)
-        self._collector = _ChainCollector(self)
         self.arbitrage_swaps = 0
         self.arbitrage_failures = 0
         self.pool_price = 0.0
-        register(context.bus, LocalChain, name, self)
 
     @property
     def rpc_url(self) -> str:
@@ -154,7 +146,7 @@ class LocalChain(Component):
         self.pool_price = s.initial_price
         self._reserves = await self._read_reserves()
         self._market.set_pool(s.symbol, *self._reserves, get_amount_out)
-        self._metrics_registry.register(self._collector)
+        self.register_collector(_ChainCollector(self))
         if s.arbitrage:
             self.subscribe(Bar, self._on_bar, name=f"{self.name}.arbitrage")
         self.log.info(
@@ -170,7 +162,6 @@ class LocalChain(Component):
         )
 
     async def on_stop(self) -> None:
-        self._metrics_registry.unregister(self._collector)
         if self._tail is not None:
             self._tail.cancel()
             await asyncio.gather(self._tail, return_exceptions=True)
@@ -279,8 +270,3 @@ class _ChainCollector(Collector):
         )
         price.add_metric(key, self.chain.pool_price)
         return [swaps, failures, price]
-
-
-def chain_for(bus: EventBus, name: str) -> LocalChain | None:
-    """The ``local_chain`` component called ``name`` on ``bus``'s engine, if any."""
-    return find(bus, LocalChain, name)

@@ -25,12 +25,11 @@ from adapters.uniswap_v2.amm import (
     get_amount_out,
     trade_to_price,
 )
-from engine.component import Component
+from engine.component import Component, ComponentContext
 from engine.config import StrictModel
 from engine.events import Bar, OrderFailed, OrderFilled, OrderRequest, OrderSubmitted, Side
 from engine.instruments import Instrument, InstrumentConfig
-from engine.market_view import BusMarketView, market_view_for
-from engine.registry import ComponentContext
+from engine.market_view import BusMarketView
 
 GWEI = 10**9
 INSUFFICIENT_OUTPUT_AMOUNT = "INSUFFICIENT_OUTPUT_AMOUNT"
@@ -145,10 +144,9 @@ class PaperExecutor(Component):
         *,
         market: BusMarketView | None = None,
     ) -> None:
-        super().__init__(name, context.bus, context.clock, depends_on)
-        self.settings = settings
+        super().__init__(name, settings, context, depends_on)
         self.instrument = settings.instrument.to_instrument()
-        self.market = market if market is not None else market_view_for(context.bus)
+        self.market = market if market is not None else context.market_view
         self.gas_price_wei = int(Fraction(str(settings.gas_price_gwei)) * GWEI)
         self.pool: SimulatedPool | None = None
         if settings.initial_price is not None:

@@ -20,10 +20,9 @@ from web3 import AsyncWeb3
 from adapters.evm.rpc import JsonRpc, selector
 from adapters.uniswap_v2.fills import SWAP_TOPIC, SYNC_TOPIC, swap_amounts, words
 from engine.clock import NANOS_PER_SECOND
-from engine.component import Component
+from engine.component import Component, ComponentContext
 from engine.config import StrictModel
 from engine.events import Bar
-from engine.registry import ComponentContext
 
 GET_RESERVES = selector("getReserves()")
 TOKEN0 = selector("token0()")
@@ -126,8 +125,7 @@ class UniswapV2PoolFeed(Component):
         context: ComponentContext,
         depends_on: tuple[str, ...] = (),
     ) -> None:
-        super().__init__(name, context.bus, context.clock, depends_on)
-        self.settings = settings
+        super().__init__(name, settings, context, depends_on)
         self.timeframe = timeframe_name(settings.timeframe_seconds)
         self._task: asyncio.Task[None] | None = None
         self._block_times: dict[int, int] = {}

@@ -24,10 +24,9 @@ from aiohttp import hdrs, web
 from prometheus_client import Counter, Histogram
 from pydantic import Field, model_validator
 
-from engine.component import Component, ComponentState
+from engine.component import Component, ComponentContext, ComponentState
 from engine.config import StrictModel
 from engine.events import Features
-from engine.registry import ComponentContext
 from ml.api.batching import BatcherClosedError, MicroBatcher
 from ml.api.schema import (
     FeatureRow,
@@ -103,14 +102,12 @@ class PredictionApi(Component):
         context: ComponentContext,
         depends_on: tuple[str, ...] = (),
     ) -> None:
-        super().__init__(name, context.bus, context.clock, depends_on)
-        self.settings = settings
+        super().__init__(name, settings, context, depends_on)
         self.model: ServingModel | None = None
         self._schema: PredictSchema | None = None
         self._batcher: MicroBatcher | None = None
         self._openapi: bytes = b""
         self._live: dict[tuple[str, str], Features] = {}
-        self._registry = context.metrics_registry
         self._requests = Counter(
             "trade_engine_predict_requests",
             "POST /predict requests answered, by HTTP status code.",
@@ -130,7 +127,6 @@ class PredictionApi(Component):
             buckets=BATCH_ROW_BUCKETS,
             registry=None,
         )
-        self._collectors = (self._requests, self._duration, self._batch_rows)
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -152,8 +148,8 @@ class PredictionApi(Component):
             on_batch=self._batch_rows.observe,
         )
         self._batcher.start()
-        for collector in self._collectors:
-            self._registry.register(collector)
+        for collector in (self._requests, self._duration, self._batch_rows):
+            self.register_collector(collector)
         self.subscribe(Features, self.on_features, name=f"{self.name}.on_features")
         self.log.info(
             "predict.model_loaded",
@@ -167,8 +163,6 @@ class PredictionApi(Component):
         if self._batcher is not None:
             await self._batcher.stop()
             self._batcher = None
-            for collector in self._collectors:
-                self._registry.unregister(collector)
         self.model = None
 
     def on_features(self, features: Features) -> None:

@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry
 
 from engine.bus import EventBus
 from engine.clock import SimulatedClock
-from engine.component import ComponentGraph
+from engine.component import ComponentContext, ComponentGraph
 from engine.config import Secrets
 from engine.config_loading import parse_engine_config
 from engine.events import (
@@ -24,7 +24,7 @@ from engine.events import (
     Signal,
 )
 from engine.journal import JournalReader
-from engine.registry import ComponentContext, build_component
+from engine.registry import build_component
 from engine.risk import Reason
 from tests.paper_support import paper_config, shared_small_model
 

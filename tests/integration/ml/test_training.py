@@ -148,10 +148,9 @@ async def test_strategy_turns_replayed_features_into_signals_with_the_seed_rule(
     from adapters.replay.market_data import ReplayConfig, ReplayMarketData
     from engine.bus import EventBus
     from engine.clock import SimulatedClock
-    from engine.component import ComponentGraph
+    from engine.component import ComponentContext, ComponentGraph
     from engine.config import Secrets
     from engine.events import Features, Signal
-    from engine.registry import ComponentContext
     from ml.feature_engine import FeatureEngine, FeatureEngineConfig
     from strategies.ml_direction import MLDirectionConfig, MLDirectionStrategy
 
@@ -195,9 +194,8 @@ async def test_strategy_refuses_to_start_on_a_model_for_other_features(trained):
 
     from engine.bus import EventBus
     from engine.clock import SimulatedClock
-    from engine.component import ComponentState
+    from engine.component import ComponentContext, ComponentState
     from engine.config import Secrets
-    from engine.registry import ComponentContext
     from strategies.ml_direction import MLDirectionConfig, MLDirectionStrategy
 
     registry, _ = trained

@@ -14,11 +14,11 @@ from adapters.replay.market_data import SAMPLES_DIR
 from engine.bus import EventBus
 from engine.candles import read_candles, utc_timestamp
 from engine.clock import SimulatedClock
-from engine.component import ComponentGraph
+from engine.component import ComponentContext, ComponentGraph
 from engine.config import Secrets
 from engine.config_loading import parse_engine_config
 from engine.events import OrderFilled, RiskRejected
-from engine.registry import ComponentContext, build_component
+from engine.registry import build_component
 from ml.features import compute
 from ml.serving import ServingModel
 from research.backtest import positions_from_probabilities

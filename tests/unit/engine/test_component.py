@@ -3,23 +3,29 @@
 from __future__ import annotations
 
 import pytest
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import GaugeMetricFamily
 
 from engine.bus import EventBus
 from engine.clock import SimulatedClock
 from engine.component import (
     Component,
+    ComponentContext,
     ComponentGraph,
+    ComponentLookup,
     ComponentState,
     DependencyError,
     InvalidStateTransitionError,
     start_order,
 )
-from engine.events import ComponentStateChanged
+from engine.config import Secrets
+from engine.events import Bar, ComponentStateChanged
 
 
 class Recorder(Component):
     def __init__(self, name, bus, log, depends_on=(), fail_start=False, fail_stop=False):
-        super().__init__(name, bus, SimulatedClock(), depends_on)
+        context = ComponentContext(bus, SimulatedClock(), CollectorRegistry(), Secrets())
+        super().__init__(name, None, context, depends_on)
         self.calls = log
         self.fail_start = fail_start
         self.fail_stop = fail_stop
@@ -157,3 +163,62 @@ async def test_subscriptions_made_through_the_component_end_when_it_stops():
     bus.publish_nowait(Heartbeat(ts_event=2, ts_init=2, count=2))
     assert seen == [1]
     assert sub not in bus.subscriptions
+
+
+class _OneGauge:
+    def collect(self):
+        yield GaugeMetricFamily("trade_engine_test_value", "A test series.", value=1.0)
+
+
+async def test_a_registered_collector_is_served_while_running_and_removed_at_stop():
+    comp = Recorder("feed", EventBus(), [])
+    registry = comp.context.metrics_registry
+    await comp.start()
+    comp.register_collector(_OneGauge())
+    assert registry.get_sample_value("trade_engine_test_value") == 1.0
+    await comp.stop()
+    assert registry.get_sample_value("trade_engine_test_value") is None
+
+
+async def test_a_collector_registered_before_a_failed_start_is_removed_at_stop():
+    comp = Recorder("feed", EventBus(), [], fail_start=True)
+    comp.register_collector(_OneGauge())
+    with pytest.raises(RuntimeError):
+        await comp.start()
+    await comp.stop()
+    assert comp.context.metrics_registry.get_sample_value("trade_engine_test_value") is None
+
+
+def test_lookup_finds_a_component_by_name_only_as_its_own_type():
+    class Other(Recorder):
+        pass
+
+    feed = Recorder("feed", EventBus(), [])
+    lookup = feed.context.components
+    assert lookup.find(Recorder, "feed") is feed
+    assert lookup.find(Other, "feed") is None
+    assert lookup.find(Recorder, "missing") is None
+    assert lookup.of_type(Recorder) == [feed]
+    assert ComponentLookup().find(Recorder, "feed") is None
+
+
+def test_context_market_view_follows_the_bars_on_its_own_bus_only():
+    bus, other = EventBus(), EventBus()
+    context = ComponentContext(bus, SimulatedClock(), CollectorRegistry(), Secrets())
+    elsewhere = ComponentContext(other, SimulatedClock(), CollectorRegistry(), Secrets())
+    price = 123.5
+    bus.publish_nowait(
+        Bar(
+            ts_event=1,
+            ts_init=1,
+            symbol="BTC/USDT",
+            timeframe="1h",
+            open=price,
+            high=price,
+            low=price,
+            close=price,
+            volume=0.0,
+        )
+    )
+    assert context.market_view.last_price("BTC/USDT") == price
+    assert elsewhere.market_view.last_price("BTC/USDT") is None

@@ -14,10 +14,10 @@ from prometheus_client import CollectorRegistry
 from engine.bus import EventBus
 from engine.cli import main as cli_main
 from engine.clock import SimulatedClock
+from engine.component import ComponentContext
 from engine.config import Secrets
 from engine.events import Heartbeat, OrderFilled, OrderRequest
 from engine.journal import Journal, JournalConfig, JournalReader
-from engine.registry import ComponentContext
 
 
 def order(n: int) -> OrderRequest:
@@ -89,7 +89,7 @@ def test_events_committed_before_a_kill_9_survive_it(tmp_path):
         from engine.config import Secrets
         from engine.events import Heartbeat, OrderRequest
         from engine.journal import Journal, JournalConfig
-        from engine.registry import ComponentContext
+        from engine.component import ComponentContext
         bus = EventBus()
         ctx = ComponentContext(bus, SimulatedClock(), CollectorRegistry(), Secrets())
         Journal("journal", JournalConfig(path={str(path)!r}, commit_every=100_000), ctx)

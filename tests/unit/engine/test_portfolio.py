@@ -10,10 +10,10 @@ from pydantic import ValidationError
 
 from engine.bus import EventBus
 from engine.clock import SimulatedClock
+from engine.component import ComponentContext, ComponentLookup
 from engine.config import Secrets
 from engine.events import Bar, OrderFilled, PortfolioUpdate
-from engine.portfolio import Portfolio, PortfolioConfig, portfolio_for
-from engine.registry import ComponentContext
+from engine.portfolio import Portfolio, PortfolioConfig
 
 USDC = 10**6
 ETH = 10**18
@@ -223,11 +223,11 @@ async def test_metrics_expose_equity_drawdown_balances_and_fills():
     assert value("trade_engine_portfolio_equity_quote") is None
 
 
-def test_portfolio_is_found_by_name_on_its_engine_bus():
-    portfolio, bus, _ = make_portfolio()
-    assert portfolio_for(bus, "portfolio") is portfolio
-    assert portfolio_for(bus, "other") is None
-    assert portfolio_for(EventBus(), "portfolio") is None
+def test_portfolio_is_found_by_name_in_its_engine_context():
+    portfolio, _, _ = make_portfolio()
+    assert portfolio.context.components.find(Portfolio, "portfolio") is portfolio
+    assert portfolio.context.components.find(Portfolio, "other") is None
+    assert ComponentLookup().find(Portfolio, "portfolio") is None
 
 
 def test_config_refuses_instruments_with_different_quotes_and_unknown_balance_tokens():

@@ -20,7 +20,7 @@ from adapters.uniswap_v2 import amm
 from adapters.uniswap_v2.paper import PaperExecutor, PaperExecutorConfig
 from engine.bus import EventBus
 from engine.clock import NANOS_PER_SECOND, SimulatedClock
-from engine.component import ComponentGraph
+from engine.component import ComponentContext, ComponentGraph
 from engine.config import ComponentConfig, Secrets
 from engine.events import (
     Bar,
@@ -33,7 +33,7 @@ from engine.events import (
 )
 from engine.market_view import BusMarketView
 from engine.portfolio import Portfolio, PortfolioConfig
-from engine.registry import ComponentContext, build_component
+from engine.registry import build_component
 from engine.risk import RiskConfig, RiskManager, RiskState, order_id_for
 
 USDC = 10**6

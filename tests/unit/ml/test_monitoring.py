@@ -7,9 +7,10 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from engine.bus import EventBus
 from engine.clock import SimulatedClock
+from engine.component import ComponentContext
 from engine.config import ComponentConfig, Secrets
 from engine.events import Bar, Confidence, Signal
-from engine.registry import ComponentContext, build_component, validate_component_settings
+from engine.registry import build_component, validate_component_settings
 from ml.monitoring import ModelMonitor
 
 HOUR_NS = 3_600 * 10**9

@@ -15,10 +15,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 from adapters.replay.market_data import ReplayConfig, ReplayMarketData
 from engine.bus import EventBus
 from engine.clock import LiveClock, SimulatedClock
-from engine.component import ComponentGraph, ComponentState
+from engine.component import ComponentContext, ComponentGraph, ComponentState
 from engine.config import ConfigError, Secrets
 from engine.events import Features, Signal
-from engine.registry import ComponentContext
 from ml.feature_engine import FeatureEngine, FeatureEngineConfig
 from strategies.files import parse_strategy_file, read_strategy_file
 from strategies.host import (

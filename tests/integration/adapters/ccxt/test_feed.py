@@ -27,10 +27,10 @@ from engine import candles
 from engine.bus import EventBus
 from engine.cli import main as cli_main
 from engine.clock import SimulatedClock
-from engine.component import ComponentState
+from engine.component import ComponentContext, ComponentState
 from engine.config import Secrets
 from engine.events import Bar, ComponentStateChanged
-from engine.registry import ComponentContext, resolve_component_type
+from engine.registry import resolve_component_type
 from tests.fake_exchange import HOUR_MS, Candle, FakeBinance, load_source_rows
 from tests.processes import ROOT, free_port
 

@@ -12,11 +12,10 @@ from prometheus_client import CollectorRegistry
 from adapters.replay.market_data import ReplayConfig, ReplayMarketData
 from engine.bus import EventBus
 from engine.clock import LiveClock, SimulatedClock
-from engine.component import ComponentGraph, ComponentState
+from engine.component import ComponentContext, ComponentGraph, ComponentState
 from engine.config import Secrets
 from engine.config_loading import parse_engine_config
 from engine.events import Bar, Features
-from engine.registry import ComponentContext
 from ml.feature_engine import FeatureEngine, FeatureEngineConfig
 from ml.features import FEATURE_SETS
 

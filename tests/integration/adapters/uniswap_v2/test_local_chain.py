@@ -7,13 +7,12 @@ from fractions import Fraction
 import pytest
 from prometheus_client import CollectorRegistry
 
-from adapters.uniswap_v2.local_chain import LocalChain, LocalChainConfig, chain_for
+from adapters.uniswap_v2.local_chain import LocalChain, LocalChainConfig
 from engine.bus import EventBus
 from engine.clock import LiveClock
+from engine.component import ComponentContext
 from engine.config import Secrets
 from engine.events import Bar
-from engine.market_view import market_view_for
-from engine.registry import ComponentContext
 from tests.processes import process_alive
 
 pytestmark = pytest.mark.integration
@@ -40,10 +39,10 @@ async def test_each_bar_moves_the_pool_to_its_close_and_a_dead_node_degrades_the
     context = ComponentContext(bus, LiveClock(), registry, Secrets())
     settings = LocalChainConfig(symbol="BTC/USDT", initial_price=1000, pool_depth_quote=1e6)
     chain = LocalChain("chain", settings, context)
-    assert chain_for(bus, "chain") is chain
+    assert context.components.find(LocalChain, "chain") is chain
     await chain.start()
     try:
-        market = market_view_for(bus)
+        market = context.market_view
         for n, close in enumerate((1_250.5, 980.25, 1_010.0), start=1):
             bus.publish_nowait(bar(close, n))
             await chain.pool_settled()

@@ -14,9 +14,9 @@ from adapters.uniswap_v2.fills import words
 from adapters.uniswap_v2.pool_feed import BarAggregator, UniswapV2PoolConfig, UniswapV2PoolFeed
 from engine.bus import EventBus
 from engine.clock import LiveClock
+from engine.component import ComponentContext
 from engine.config import Secrets
 from engine.events import Bar, OrderFilled
-from engine.registry import ComponentContext
 from tests.chain_helpers import TOKEN, Chain, Recorder, new_trader, order, outcome, start_chain
 
 pytest_plugins = ["tests.chain_fixtures"]

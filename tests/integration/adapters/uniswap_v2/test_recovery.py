@@ -13,10 +13,10 @@ from adapters.evm.anvil import rpc_call
 from adapters.uniswap_v2.executor import OrderStatus, SubmittedRecord, UniswapV2Executor
 from engine.bus import EventBus
 from engine.clock import LiveClock, SimulatedClock
+from engine.component import ComponentContext
 from engine.config import Secrets
 from engine.events import OrderFailed, OrderFilled, OrderSubmitted
 from engine.journal import RUN_EVENT_TYPES, Journal, JournalConfig, JournalReader
-from engine.registry import ComponentContext
 from tests.chain_helpers import (
     TOKEN,
     Chain,

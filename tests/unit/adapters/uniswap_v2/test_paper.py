@@ -12,11 +12,10 @@ from adapters.uniswap_v2 import amm
 from adapters.uniswap_v2.paper import PaperExecutor, PaperExecutorConfig, SimulatedPool
 from engine.bus import EventBus
 from engine.clock import SimulatedClock
+from engine.component import ComponentContext
 from engine.config import Secrets
 from engine.events import Bar, Event, OrderFailed, OrderFilled, OrderRequest, OrderSubmitted
 from engine.instruments import InstrumentConfig
-from engine.market_view import market_view_for
-from engine.registry import ComponentContext
 
 ETH_USDC = {"symbol": "WETH/USDC", "base_decimals": 18, "quote_decimals": 6}
 USDC = 10**6
@@ -210,7 +209,7 @@ async def test_without_follow_bars_only_our_trades_move_the_pool():
 
 async def test_market_view_receives_reserves_after_every_change_and_the_gas_price():
     executor, bus, _ = await started_executor(initial_price=2_000.0, gas_price_gwei=25)
-    view = market_view_for(bus)
+    view = executor.context.market_view
     pool = executor.pool
     assert pool is not None
     assert view.gas_price_wei() == 25 * 10**9
