@@ -9,13 +9,12 @@ before an `OrderRequest` or `OrderSubmitted` reaches anyone else.
 
 Rows carry a journal-wide ``id`` (the bus sequence restarts with each run), the
 run's id, the bus ``seq``, the event type, times, correlation id and the event as
-JSON. Components can save snapshots of their state to rebuild faster on restart.
+JSON.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import sqlite3
 import time
 import uuid
@@ -44,14 +43,6 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_type ON events (type, id);
 CREATE INDEX IF NOT EXISTS events_correlation ON events (correlation_id);
-CREATE TABLE IF NOT EXISTS snapshots (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    name TEXT NOT NULL,
-    event_id INTEGER NOT NULL,
-    created_ns INTEGER NOT NULL,
-    state TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS snapshots_name ON snapshots (name, id);
 """
 
 # Per-run events: journalled on every run, not part of a resumed run's catch-up.
@@ -129,40 +120,6 @@ class JournalReader:
 
     def last(self, type_name: str) -> JournalRow | None:
         return next(self.rows(types=(type_name,), limit=1, newest_first=True), None)
-
-    def latest_snapshot(self, name: str) -> tuple[int, dict[str, Any]] | None:
-        """``(event_id, state)`` of the newest snapshot saved under ``name``."""
-        row = self.conn.execute(
-            "SELECT event_id, state FROM snapshots WHERE name = ? ORDER BY id DESC LIMIT 1",
-            (name,),
-        ).fetchone()
-        return (int(row[0]), json.loads(row[1])) if row else None
-
-    def unsettled_submissions(self) -> list[tuple[Event, list[Event]]]:
-        """Each ``OrderRequest`` with ``OrderSubmitted`` rows but no fill or failure yet,
-        with those submissions (a replaced transaction has several): what an executor
-        must reconcile with the chain after a restart."""
-        submitted: dict[str, list[Event]] = {}
-        for row in self.rows(types=("OrderSubmitted",)):
-            event = row.event()
-            submitted.setdefault(event.order_id, []).append(event)  # type: ignore[attr-defined]
-        return [
-            (request, submitted[request.order_id])  # type: ignore[attr-defined]
-            for request in self.open_orders()
-            if request.order_id in submitted  # type: ignore[attr-defined]
-        ]
-
-    def open_orders(self) -> list[Event]:
-        """Order requests with no fill or failure journalled after them (any run)."""
-        done = {
-            row.event().order_id  # type: ignore[attr-defined]
-            for row in self.rows(types=("OrderFilled", "OrderFailed"))
-        }
-        return [
-            row.event()
-            for row in self.rows(types=("OrderRequest",))
-            if row.event().order_id not in done  # type: ignore[attr-defined]
-        ]
 
 
 class JournalConfig(StrictModel):
@@ -297,15 +254,6 @@ class Journal(Component):
         key = (type(event).__name__, event.correlation_id)
         while self._expected and self._expected[0] != key:
             await self._advanced.wait()
-
-    def save_snapshot(self, name: str, state: dict[str, Any]) -> None:
-        """Store a component's state as of the last journalled event."""
-        last_id = self.conn.execute("SELECT COALESCE(MAX(id), 0) FROM events").fetchone()[0]
-        self.conn.execute(
-            "INSERT INTO snapshots (name, event_id, created_ns, state) VALUES (?, ?, ?, ?)",
-            (name, last_id, self.clock.timestamp_ns(), json.dumps(state)),
-        )
-        self._commit()
 
     def _commit(self) -> None:
         if self.conn.in_transaction:
