@@ -8,9 +8,9 @@ DEX adapter for a real one). One view is shared per engine: :func:`market_view_f
 returns the same instance for the same bus, so components built from config find it
 without being wired to each other.
 
-Swap maths belongs to the venue (``adapters.uniswap_v2.amm`` for Uniswap V2), and
-``engine`` imports nothing from ``adapters``: whoever sets a pool's reserves also hands
-over its ``amount_out`` function, and :meth:`MarketView.quote` applies it.
+Swap maths is the venue's to choose (Uniswap V2's is :mod:`engine.amm`): whoever sets a
+pool's reserves also hands over its ``amount_out`` function, and
+:meth:`MarketView.quote` applies it.
 """
 
 from __future__ import annotations
