@@ -1,8 +1,8 @@
 """structlog set-up: JSON lines for machines, a console renderer on a TTY.
 
 Everything, including stdlib loggers of aiohttp and other libraries, goes through the
-same processors to stdout. The last processor before rendering redacts known secret
-values wherever they appear, exception text included.
+same processors to stdout. The last processor before rendering redacts secrets
+(:mod:`engine.redaction`) wherever they appear, exception text included.
 """
 
 from __future__ import annotations
@@ -15,36 +15,40 @@ from typing import Any
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-REDACTED = "[REDACTED]"
+from engine.redaction import Redactor
+
+# Fields our code fills with transaction hashes: kept readable, though key-shaped.
+HASH_FIELDS = frozenset({"tx", "tx_hash"})
 
 
 class SecretRedactor:
-    """Replaces every occurrence of a secret value in string fields of a log event."""
+    """structlog processor: every string of a log event goes through one :class:`Redactor`."""
 
     def __init__(self, secrets: Iterable[str]) -> None:
-        # Very short values would redact ordinary text; real keys and tokens are long.
-        self.secrets = sorted({s for s in secrets if len(s) >= 8}, key=len, reverse=True)
+        self.redactor = Redactor(secrets)
 
     def __call__(self, logger: WrappedLogger, name: str, event_dict: EventDict) -> EventDict:
-        if not self.secrets:
-            return event_dict
-        return {key: self._scrub(value) for key, value in event_dict.items()}
-
-    def _scrub(self, value: Any) -> Any:
-        if isinstance(value, str):
-            for secret in self.secrets:
-                if secret in value:
-                    value = value.replace(secret, REDACTED)
-            return value
-        if isinstance(value, dict):
-            return {k: self._scrub(v) for k, v in value.items()}
-        if isinstance(value, list | tuple):
-            return [self._scrub(v) for v in value]
-        return value
+        return {
+            key: self.redactor.scrub_value(value, _hashes(value) if key in HASH_FIELDS else ())
+            for key, value in event_dict.items()
+        }
 
 
-def configure_logging(level: str = "info", fmt: str = "auto", secrets: Iterable[str] = ()) -> None:
-    """Route structlog and stdlib logging to stdout as JSON (or console on a TTY)."""
+def _hashes(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list | tuple):
+        return [v for v in value if isinstance(v, str)]
+    return []
+
+
+def configure_logging(
+    level: str = "info", fmt: str = "auto", secrets: Iterable[str] | None = ()
+) -> None:
+    """Route structlog and stdlib logging to stdout as JSON (or console on a TTY).
+
+    ``secrets=None`` turns redaction off, for tests that check what code itself logs.
+    """
     as_json = fmt == "json" or (fmt == "auto" and not sys.stdout.isatty())
     renderer: Processor = (
         structlog.processors.JSONRenderer()
@@ -72,7 +76,7 @@ def configure_logging(level: str = "info", fmt: str = "auto", secrets: Iterable[
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info,
-            SecretRedactor(secrets),
+            *([] if secrets is None else [SecretRedactor(secrets)]),
             renderer,
         ],
     )

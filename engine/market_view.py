@@ -7,9 +7,9 @@ price are set by whoever knows them (the paper executor for its simulated pool, 
 DEX adapter for a real one). One view is shared per engine: the engine hands it to
 every component in its :class:`~engine.component.ComponentContext`.
 
-Swap maths belongs to the venue (``adapters.uniswap_v2.amm`` for Uniswap V2), and
-``engine`` imports nothing from ``adapters``: whoever sets a pool's reserves also hands
-over its ``amount_out`` function, and :meth:`MarketView.quote` applies it.
+Swap maths is the venue's to choose (Uniswap V2's is :mod:`engine.amm`): whoever sets a
+pool's reserves also hands over its ``amount_out`` function, and
+:meth:`MarketView.quote` applies it.
 """
 
 from __future__ import annotations

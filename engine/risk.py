@@ -37,6 +37,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from engine.amm import price_impact_bps
 from engine.bus import LatencyHistogram
 from engine.clock import NANOS_PER_SECOND
 from engine.component import Component, ComponentContext
@@ -54,6 +55,7 @@ from engine.events import (
 from engine.instruments import Instrument
 from engine.market_view import MarketView
 from engine.portfolio import Portfolio, PortfolioView, drawdown_fraction
+from engine.reasons import Reason
 from engine.risk_config import RiskConfig
 
 NANOS_PER_DAY = 86_400 * NANOS_PER_SECOND
@@ -65,28 +67,6 @@ class RiskState(StrEnum):
     ACTIVE = "ACTIVE"
     REDUCING = "REDUCING"
     HALTED = "HALTED"
-
-
-class Reason(StrEnum):
-    """Stable reason codes of ``RiskRejected`` (dashboards and tests match on them)."""
-
-    HALTED = "HALTED"
-    REDUCING_ONLY = "REDUCING_ONLY"
-    DAILY_LOSS_LIMIT = "DAILY_LOSS_LIMIT"
-    DRAWDOWN_HALT = "DRAWDOWN_HALT"
-    UNKNOWN_SYMBOL = "UNKNOWN_SYMBOL"
-    DUPLICATE_SIGNAL = "DUPLICATE_SIGNAL"
-    STALE_MARKET_DATA = "STALE_MARKET_DATA"
-    GAS_PRICE_CAP = "GAS_PRICE_CAP"
-    RATE_LIMIT = "RATE_LIMIT"
-    INSUFFICIENT_BALANCE = "INSUFFICIENT_BALANCE"
-    NO_POSITION = "NO_POSITION"
-    MIN_ORDER_SIZE = "MIN_ORDER_SIZE"
-    MAX_ORDER_NOTIONAL = "MAX_ORDER_NOTIONAL"
-    MAX_POSITION = "MAX_POSITION"
-    NO_POOL_RESERVES = "NO_POOL_RESERVES"
-    MAX_PRICE_IMPACT = "MAX_PRICE_IMPACT"
-    MAX_SLIPPAGE = "MAX_SLIPPAGE"
 
 
 @dataclass(frozen=True, slots=True)
@@ -475,8 +455,7 @@ class RiskManager(Component):
         else:
             base_units, quote_units = amount_in, amount_out
             reserve_in, reserve_out = base_reserve, quote_reserve
-        # Same definition as adapters.uniswap_v2.amm.price_impact_bps, from the quote.
-        impact = float((1 - Fraction(amount_out * reserve_in, amount_in * reserve_out)) * 10_000)
+        impact = price_impact_bps(amount_in, reserve_in, reserve_out, amount_out)
         if impact > s.max_price_impact_bps:
             raise Rejected(
                 Reason.MAX_PRICE_IMPACT, f"{impact:.1f} bps > {s.max_price_impact_bps:g} bps"

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from engine.amm import FEE_BPS, value_kept
 from research import metrics
 
 Z95 = 1.959963984540054
@@ -30,7 +31,7 @@ class TradeRule:
 
     enter: float = 0.6
     exit: float = 0.4
-    fee_bps: float = 30.0
+    fee_bps: float = float(FEE_BPS)
     gas: float = 0.0  # quote units per swap
     initial_capital: float = 10_000.0  # quote units; gas is charged out of this
     # Fill model: None = the close less the fee; a depth = the paper executor's model, a
@@ -52,15 +53,14 @@ class TradeRule:
     def swap_cost(self, notional_quote: float) -> float:
         """Fraction of a swap's value lost to the fee (and, with a pool, price impact).
 
-        Constant product at the close: swapping ``n`` of value into a pool holding ``D``
-        (in quote terms) on the input side returns ``(1-f)·n·D / (D + (1-f)·n)``; the
-        same formula whichever side is sold, since the pool is priced at the close.
+        Constant product at the close (:func:`engine.amm.value_kept`): swapping ``n`` of
+        value into a pool holding ``D`` (in quote terms) on the input side returns
+        ``(1-f)·n·D / (D + (1-f)·n)``; the same formula whichever side is sold, since
+        the pool is priced at the close.
         """
         if self.pool_depth_quote is None:
             return self.fee
-        keep = 1.0 - self.fee
-        depth = self.pool_depth_quote
-        return 1.0 - keep * depth / (depth + keep * notional_quote)
+        return 1.0 - value_kept(notional_quote, self.pool_depth_quote, self.fee)
 
 
 def positions_from_probabilities(p_up: np.ndarray, enter: float, exit: float) -> np.ndarray:

@@ -16,6 +16,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from engine.amm import FEE_BPS
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -57,7 +59,9 @@ def _add_trade_rule(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--enter", type=float, default=0.6, help="enter long when P(up) > this")
     parser.add_argument("--exit", type=float, default=0.4, help="go flat when P(up) < this")
-    parser.add_argument("--fee-bps", type=float, default=30.0, help="fee per swap (30 = 0.3%%)")
+    parser.add_argument(
+        "--fee-bps", type=float, default=float(FEE_BPS), help="fee per swap (30 = 0.3%%)"
+    )
     parser.add_argument("--gas", type=float, default=0.0, help="gas per swap, quote units")
     parser.add_argument("--capital", type=float, default=10_000.0, help="initial quote capital")
     parser.add_argument(

@@ -13,6 +13,7 @@ import asyncio
 from adapters.evm.fees import FeeOracle
 from adapters.evm.rpc import ALLOWANCE, APPROVE, BALANCE_OF, JsonRpc, calldata
 from adapters.evm.sender import TransactionSender
+from engine.reasons import OrderFailReason
 
 MAX_UINT256 = 2**256 - 1
 
@@ -78,8 +79,11 @@ class Approvals:
                 receipt = await asyncio.shield(self.sender.receipts.watch(sent.tx_hash))
         except TimeoutError:
             raise ApprovalError(
-                "APPROVAL_PENDING", f"approval {sent.tx_hash} not mined in {self.timeout_seconds}s"
+                OrderFailReason.APPROVAL_PENDING,
+                f"approval {sent.tx_hash} not mined in {self.timeout_seconds}s",
             ) from None
         if receipt.status != 1:
-            raise ApprovalError("APPROVAL_FAILED", f"approval {sent.tx_hash} reverted")
+            raise ApprovalError(
+                OrderFailReason.APPROVAL_FAILED, f"approval {sent.tx_hash} reverted"
+            )
         self.sender.nonces.mined(sent.nonce)

@@ -14,15 +14,14 @@ import structlog
 
 from adapters.evm.receipts import Receipt
 from adapters.evm.rpc import JsonRpc, RevertError
+from engine.reasons import OrderFailReason
 
 log = structlog.get_logger("adapters.evm.reverts")
 
 _CODE = re.compile(r"([A-Z][A-Z0-9_]{2,})\s*$")
 
-TRANSFER_FROM_FAILED = "TRANSFER_FROM_FAILED"
 
-
-def reason_code(message: str, default: str = "REVERTED") -> str:
+def reason_code(message: str, default: str = OrderFailReason.REVERTED) -> str:
     """The trailing UPPER_CASE code of a revert message, or ``default``."""
     match = _CODE.search(message.strip())
     return match.group(1) if match else default
@@ -60,9 +59,15 @@ async def replay_revert(rpc: JsonRpc, receipt: Receipt) -> tuple[str, str]:
     try:
         tx = await rpc.get_transaction(receipt.tx_hash)
     except Exception as exc:
-        return "REVERTED", f"{receipt.tx_hash} reverted (cannot load it: {type(exc).__name__})"
+        return (
+            OrderFailReason.REVERTED,
+            f"{receipt.tx_hash} reverted (cannot load it: {type(exc).__name__})",
+        )
     if tx is None:
-        return "REVERTED", f"{receipt.tx_hash} reverted (transaction not found to replay)"
+        return (
+            OrderFailReason.REVERTED,
+            f"{receipt.tx_hash} reverted (transaction not found to replay)",
+        )
     fields = {"from": tx["from"], "value": tx["value"]}
     for block in (receipt.block_number - 1, receipt.block_number):
         try:
@@ -73,5 +78,8 @@ async def replay_revert(rpc: JsonRpc, receipt: Receipt) -> tuple[str, str]:
             log.info("revert.replay_failed", tx=receipt.tx_hash, error=type(exc).__name__)
     gas_limit = int(tx["gas"], 16)
     if receipt.gas_used * 64 >= gas_limit * 63:  # a call may keep only 1/64 back
-        return "OUT_OF_GAS", f"{receipt.tx_hash} used {receipt.gas_used} of {gas_limit} gas"
-    return "REVERTED", f"{receipt.tx_hash} reverted (reason not recovered by replay)"
+        return (
+            OrderFailReason.OUT_OF_GAS,
+            f"{receipt.tx_hash} used {receipt.gas_used} of {gas_limit} gas",
+        )
+    return OrderFailReason.REVERTED, f"{receipt.tx_hash} reverted (reason not recovered by replay)"

@@ -30,6 +30,7 @@ from adapters.evm.reverts import (
     rpc_error_message,
 )
 from adapters.evm.rpc import JsonRpc, RpcError
+from engine.reasons import OrderFailReason
 
 log = structlog.get_logger("adapters.evm.sender")
 
@@ -151,15 +152,17 @@ class TransactionSender:
                         continue
                     message = rpc_error_message(exc)
                     reason = (
-                        "INSUFFICIENT_FUNDS_FOR_GAS"
+                        OrderFailReason.INSUFFICIENT_FUNDS_FOR_GAS
                         if is_insufficient_funds(exc)
-                        else "SEND_REJECTED"
+                        else OrderFailReason.SEND_REJECTED
                     )
                     raise SendRejectedError(reason, message) from None
                 self.nonces.consume(nonce, tx_hash)
                 self.receipts.nudge()
                 return SentTx(nonce, tx_hash, tx, fees, time.monotonic(), not accepted)
-        raise SendRejectedError("NONCE_RESYNC_FAILED", f"{self.max_nonce_retries} attempts")
+        raise SendRejectedError(
+            OrderFailReason.NONCE_RESYNC_FAILED, f"{self.max_nonce_retries} attempts"
+        )
 
     async def rebroadcast(self, sent: SentTx) -> bool:
         """Send ``sent`` again byte for byte, to a node that lost it or never got it (an

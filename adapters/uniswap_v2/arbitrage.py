@@ -14,7 +14,7 @@ from fractions import Fraction
 from math import isqrt
 from typing import Literal
 
-from adapters.uniswap_v2.amm import get_amount_out
+from engine.amm import FEE_DENOMINATOR, FEE_NUMERATOR, get_amount_out
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,14 +55,14 @@ def swap_to_price(
             out = get_amount_out(amount, quote_reserve, base_reserve)
             return Fraction(quote_reserve + amount, base_reserve - out) > target
 
-        estimate = (quote_after - quote_reserve) * 1000 // 997
+        estimate = (quote_after - quote_reserve) * FEE_DENOMINATOR // FEE_NUMERATOR
         return ArbitrageSwap("quote", _largest_not_overshooting(overshoots, estimate))
 
     def undershoots(amount: int) -> bool:
         out = get_amount_out(amount, base_reserve, quote_reserve)
         return Fraction(quote_reserve - out, base_reserve + amount) < target
 
-    estimate = (base_after - base_reserve) * 1000 // 997
+    estimate = (base_after - base_reserve) * FEE_DENOMINATOR // FEE_NUMERATOR
     return ArbitrageSwap("base", _largest_not_overshooting(undershoots, estimate))
 
 

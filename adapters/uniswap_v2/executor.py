@@ -1,7 +1,7 @@
 """The live DEX executor: swaps ``OrderRequest``s through a Uniswap V2 Router02.
 
 For each order: quote with ``getAmountsOut`` and estimate gas (in parallel), set the
-minimum output once (``quote * (10_000 - max_slippage_bps) // 10_000``, or the order's
+minimum output once (:func:`engine.amm.min_amount_out` of the quote, or the order's
 explicit ``min_amount_out``), sign locally with the next nonce, send, publish
 ``OrderSubmitted`` (so the journal has tx hash and nonce before any waiting), then
 wait for the receipt. A receipt that does not come within ``receipt_timeout_seconds``
@@ -21,7 +21,6 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from pydantic import SecretStr
 from web3 import AsyncWeb3
 
 from adapters.evm.approvals import ApprovalError, Approvals
@@ -29,7 +28,7 @@ from adapters.evm.fees import GWEI, FeeCapExceededError, FeeOracle
 from adapters.evm.keys import Signer, load_signer
 from adapters.evm.nonces import NonceManager
 from adapters.evm.receipts import Receipt, ReceiptWatcher, RpcFailedError
-from adapters.evm.reverts import TRANSFER_FROM_FAILED, reason_code, replay_revert
+from adapters.evm.reverts import reason_code, replay_revert
 from adapters.evm.rpc import SWAP_EXACT_TOKENS, JsonRpc, RevertError, RpcError, calldata
 from adapters.evm.sender import AMBIGUOUS_SEND_ERRORS, OnSigned, SendRejectedError
 from adapters.evm.sender import TransactionSender as Sender
@@ -39,12 +38,15 @@ from adapters.uniswap_v2.fills import quote_per_base, swap_from_receipt
 from adapters.uniswap_v2.local_chain import LocalChain
 from adapters.uniswap_v2.metrics import ExecutorCollector, ExecutorStats
 from adapters.uniswap_v2.orders import TERMINAL, OrderStatus, SubmittedRecord, TrackedOrder
+from adapters.uniswap_v2.precheck import order_problem
 from adapters.uniswap_v2.recovery import journal_history, submitted_records
+from engine.amm import min_amount_out, swap_fee
 from engine.clock import SimulatedClock
 from engine.component import Component, ComponentContext
 from engine.events import Event, OrderFailed, OrderFilled, OrderRequest, OrderSubmitted
 from engine.journal import Journal, journal_for
-from engine.logs import REDACTED
+from engine.reasons import OrderFailReason
+from engine.redaction import Redactor
 
 __all__ = ["OrderStatus", "SubmittedRecord", "UniswapV2Executor", "UniswapV2ExecutorConfig"]
 
@@ -76,8 +78,7 @@ class UniswapV2Executor(Component):
         depends_on: tuple[str, ...] = (),
     ) -> None:
         super().__init__(name, settings, context, depends_on)
-        # To scrub from published text; SecretStr, so no repr of this object shows them.
-        self._secret_values = [SecretStr(value) for value in context.secrets.values()]
+        self._redactor = Redactor(context.secrets.values())  # for published text
         self._chain: LocalChain | None = None
         if settings.chain is None:
             self._use_signer(load_signer(context.secrets, settings.keystore_path))
@@ -171,7 +172,9 @@ class UniswapV2Executor(Component):
             )
         self._chain = chain
         self._use_signer(chain.trader)
-        self._secret_values = [*self._secret_values, *chain.secret_values()]
+        self._redactor = self._redactor.adding(
+            secret.get_secret_value() for secret in chain.secret_values()
+        )
         d = chain.deployment
         self.settings = self.settings.model_copy(
             update={
@@ -331,7 +334,7 @@ class UniswapV2Executor(Component):
                 order.status = OrderStatus.PENDING
                 self._update_health()
                 return
-            await self._fail(order, "INTERNAL_ERROR", f"{type(exc).__name__}: {exc}")
+            await self._fail(order, OrderFailReason.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
 
     def _path(self, request: OrderRequest) -> list[str]:
         s = self.settings
@@ -346,18 +349,17 @@ class UniswapV2Executor(Component):
     async def _submit(self, order: TrackedOrder, request: OrderRequest) -> bool:
         """Send the swap; False (after publishing OrderFailed) if it was not sent."""
         s = self.settings
-        if request.symbol != s.symbol:
-            return await self._fail(order, "UNKNOWN_SYMBOL", f"executor trades {s.symbol}")
-        if request.amount_in <= 0:
-            return await self._fail(order, "INVALID_AMOUNT", f"amount_in={request.amount_in}")
-        if not 0 <= request.max_slippage_bps < 10_000:
-            return await self._fail(order, "INVALID_SLIPPAGE", str(request.max_slippage_bps))
+        problem = order_problem(request, s.symbol)
+        if problem is not None:
+            return await self._fail(order, problem.reason, problem.detail)
         if self._chain is not None:
             try:
                 await self._chain.pool_settled()  # trade the pool as of this bar's close
             except TimeoutError:
                 return await self._fail(
-                    order, "POOL_NOT_SETTLED", "an arbitrage step of an earlier bar hangs"
+                    order,
+                    OrderFailReason.POOL_NOT_SETTLED,
+                    "an arbitrage step of an earlier bar hangs",
                 )
         path = self._path(request)
         token_in = path[0]
@@ -368,7 +370,9 @@ class UniswapV2Executor(Component):
         except SendRejectedError as exc:
             return await self._fail(order, exc.reason, f"approval: {exc.detail}")
         except (*RPC_ERRORS, FeeCapExceededError, RpcError) as exc:
-            return await self._fail(order, "APPROVAL_FAILED", f"{type(exc).__name__}: {exc}")
+            return await self._fail(
+                order, OrderFailReason.APPROVAL_FAILED, f"{type(exc).__name__}: {exc}"
+            )
 
         try:
             fees = await self.fees.current()  # cached: one block read per fee_ttl_seconds
@@ -392,7 +396,7 @@ class UniswapV2Executor(Component):
         if explicit_min:
             min_out = request.min_amount_out
         else:
-            min_out = amounts[-1] * (10_000 - request.max_slippage_bps) // 10_000  # type: ignore[index]
+            min_out = min_amount_out(amounts[-1], request.max_slippage_bps)  # type: ignore[index]
         data = self._swap_data(request.amount_in, min_out, path, deadline)
         gas = int(gas_estimate * s.gas_padding) + s.gas_extra  # type: ignore[operator]
         try:
@@ -428,17 +432,19 @@ class UniswapV2Executor(Component):
         if isinstance(exc, RevertError):
             message = exc.message
             reason = reason_code(message)
-            if reason == TRANSFER_FROM_FAILED:
+            if reason == OrderFailReason.TRANSFER_FROM_FAILED:
                 reason, message = await self._diagnose_transfer(
                     token_in, request.amount_in, message
                 )
             return await self._fail(order, reason, message)
         if isinstance(exc, FeeCapExceededError):
-            return await self._fail(order, "GAS_PRICE_ABOVE_CAP", str(exc))
+            return await self._fail(order, OrderFailReason.GAS_PRICE_ABOVE_CAP, str(exc))
         if isinstance(exc, RPC_ERRORS):
-            return await self._fail(order, "RPC_UNAVAILABLE", f"{type(exc).__name__}: {exc}")
+            return await self._fail(
+                order, OrderFailReason.RPC_UNAVAILABLE, f"{type(exc).__name__}: {exc}"
+            )
         if isinstance(exc, RpcError):
-            return await self._fail(order, "RPC_ERROR", exc.message)
+            return await self._fail(order, OrderFailReason.RPC_ERROR, exc.message)
         raise exc
 
     async def _diagnose_transfer(self, token: str, amount: int, message: str) -> tuple[str, str]:
@@ -447,17 +453,20 @@ class UniswapV2Executor(Component):
             balance = await self.approvals.balance(token)
             allowance = await self.approvals.allowance(token)
         except Exception:
-            return TRANSFER_FROM_FAILED, message
+            return OrderFailReason.TRANSFER_FROM_FAILED, message
         if balance < amount:
-            return "INSUFFICIENT_BALANCE", f"balance {balance} < amount_in {amount} of {token}"
+            return (
+                OrderFailReason.INSUFFICIENT_BALANCE,
+                f"balance {balance} < amount_in {amount} of {token}",
+            )
         if allowance < amount:
             self.approvals.forget(token)
             return (
-                "INSUFFICIENT_ALLOWANCE",
+                OrderFailReason.INSUFFICIENT_ALLOWANCE,
                 f"router allowance {allowance} < amount_in {amount} of {token}; "
                 "the next order re-approves",
             )
-        return TRANSFER_FROM_FAILED, message
+        return OrderFailReason.TRANSFER_FROM_FAILED, message
 
     # -- settling ----------------------------------------------------------------------
 
@@ -504,14 +513,17 @@ class UniswapV2Executor(Component):
                 if found:
                     return next(iter(found.values()))
                 raise _Dropped(
-                    "DROPPED", f"nonce {order.nonce} was used by a transaction not sent for it"
+                    OrderFailReason.DROPPED,
+                    f"nonce {order.nonce} was used by a transaction not sent for it",
                 )
             if not await self._known_to_node(order.tx_hashes):
                 if not order.sent:
                     # Journalled by an earlier process that died before sending it (the
                     # journal is written first): its nonce is free and the node does not
                     # hold it, so nothing can ever mine it.
-                    raise _Dropped("NOT_SENT", f"nonce {order.nonce}: the node never got it")
+                    raise _Dropped(
+                        OrderFailReason.NOT_SENT, f"nonce {order.nonce}: the node never got it"
+                    )
                 await self.sender.rebroadcast(order.sent[-1])  # a send that never arrived
         except (*RPC_ERRORS, RpcError) as exc:
             self.log.info("order.still_pending", order_id=order.order_id, error=type(exc).__name__)
@@ -570,7 +582,9 @@ class UniswapV2Executor(Component):
             return
         swap = swap_from_receipt(receipt, self.pair, self.base_is_token0)
         if swap is None:
-            await self._fail(order, "NO_SWAP_EVENT", f"{receipt.tx_hash} emitted no Swap")
+            await self._fail(
+                order, OrderFailReason.NO_SWAP_EVENT, f"{receipt.tx_hash} emitted no Swap"
+            )
             return
         was_pending = order.status is OrderStatus.PENDING
         order.status = OrderStatus.FILLED
@@ -591,7 +605,7 @@ class UniswapV2Executor(Component):
                 price=quote_per_base(
                     swap.base_amount, swap.quote_amount, self.base_decimals, self.quote_decimals
                 ),
-                fee_paid=-(-swap.amount_in * 3 // 1000),  # the pool's 0.3%, in the input token
+                fee_paid=swap_fee(swap.amount_in),
                 gas_used=receipt.gas_used,
                 gas_cost_wei=receipt.gas_used * receipt.effective_gas_price,
                 venue_order_id=receipt.tx_hash,
@@ -618,26 +632,20 @@ class UniswapV2Executor(Component):
             )
         )
 
-    def _scrub(self, text: str) -> str:
-        for masked in self._secret_values:
-            secret = masked.get_secret_value()
-            if len(secret) >= 8:
-                text = text.replace(secret, REDACTED).replace(secret.removeprefix("0x"), REDACTED)
-        return text
-
     async def _fail(
         self, order: TrackedOrder, reason: str, detail: str = "", tx_hash: str = ""
     ) -> bool:
         """Publish OrderFailed once; returns False so callers can ``return await``."""
         if order.status in TERMINAL:
             return False
+        reason = str(reason)  # a plain code, as events carry it
         was_pending = order.status is OrderStatus.PENDING
         order.status = OrderStatus.FAILED
         order.reason = reason
         self.stats.failed(reason)
         if was_pending:
             self._update_health()
-        detail = self._scrub(detail)[:500]
+        detail = self._redactor.scrub(detail, public=order.tx_hashes)[:500]
         self.log.info("order.failed", order_id=order.order_id, reason=reason, tx=tx_hash)
         now = self.clock.timestamp_ns()
         await self.bus.publish(

@@ -28,7 +28,6 @@ from web3 import AsyncHTTPProvider, AsyncWeb3
 
 from adapters.evm.anvil import Anvil, AnvilOptions
 from adapters.evm.keys import Signer
-from adapters.uniswap_v2.amm import get_amount_out
 from adapters.uniswap_v2.arbitrage import reserves_at_price, swap_to_price
 from adapters.uniswap_v2.artifacts import pair_abi, router_abi
 from adapters.uniswap_v2.deployment import (
@@ -38,6 +37,7 @@ from adapters.uniswap_v2.deployment import (
     fund_account,
     to_base_units,
 )
+from engine.amm import get_amount_out
 from engine.component import Component, ComponentContext, ComponentState
 from engine.config import StrictModel
 from engine.events import Bar

@@ -1,7 +1,7 @@
 """Paper execution that fills orders exactly as a Uniswap V2 pool would.
 
 :class:`SimulatedPool` is a constant-product pool on integers, priced with
-:mod:`adapters.uniswap_v2.amm` (0.3% fee, Solidity rounding), so a fill equals the
+:mod:`engine.amm` (0.3% fee, Solidity rounding), so a fill equals the
 router's ``getAmountsOut`` to the unit and our own trades move the reserves. Research
 backtests can use the same class as their fill model.
 
@@ -19,10 +19,13 @@ from fractions import Fraction
 
 from pydantic import Field
 
-from adapters.uniswap_v2.amm import (
+from adapters.uniswap_v2.precheck import OrderProblem, order_problem
+from engine.amm import (
     AmmError,
     TradeToPrice,
     get_amount_out,
+    min_amount_out,
+    swap_fee,
     trade_to_price,
 )
 from engine.component import Component, ComponentContext
@@ -30,15 +33,15 @@ from engine.config import StrictModel
 from engine.events import Bar, OrderFailed, OrderFilled, OrderRequest, OrderSubmitted, Side
 from engine.instruments import Instrument, InstrumentConfig
 from engine.market_view import BusMarketView
+from engine.reasons import OrderFailReason
 
 GWEI = 10**9
-INSUFFICIENT_OUTPUT_AMOUNT = "INSUFFICIENT_OUTPUT_AMOUNT"
 
 
 class SwapFailedError(Exception):
     """The swap would revert; ``reason`` is the router's code, ``detail`` its message."""
 
-    def __init__(self, reason: str, detail: str) -> None:
+    def __init__(self, reason: OrderFailReason, detail: str) -> None:
         super().__init__(detail)
         self.reason = reason
         self.detail = detail
@@ -77,13 +80,13 @@ class SimulatedPool:
         try:
             amount_out = self.quote(side, amount_in)
         except AmmError as exc:
-            reason = str(exc).rpartition(": ")[2]
+            reason = OrderFailReason(str(exc).rpartition(": ")[2])
             raise SwapFailedError(reason, str(exc)) from None
         if amount_out < min_amount_out:
+            reason = OrderFailReason.INSUFFICIENT_OUTPUT_AMOUNT
             raise SwapFailedError(
-                INSUFFICIENT_OUTPUT_AMOUNT,
-                f"UniswapV2Router: {INSUFFICIENT_OUTPUT_AMOUNT} "
-                f"(out {amount_out} < minimum {min_amount_out})",
+                reason,
+                f"UniswapV2Router: {reason} (out {amount_out} < minimum {min_amount_out})",
             )
         self._apply(side, amount_in, amount_out)
         return amount_out
@@ -203,7 +206,10 @@ class PaperExecutor(Component):
         if problem is not None:
             return [
                 OrderFailed(
-                    **stamp, order_id=request.order_id, reason=problem[0], detail=problem[1]
+                    **stamp,
+                    order_id=request.order_id,
+                    reason=str(problem.reason),
+                    detail=problem.detail,
                 )
             ]
         assert self.pool is not None
@@ -215,13 +221,13 @@ class PaperExecutor(Component):
         min_out = request.min_amount_out
         if min_out <= 0:
             quoted = self.pool.quote(request.side, request.amount_in)
-            min_out = quoted * (10_000 - request.max_slippage_bps) // 10_000
+            min_out = min_amount_out(quoted, request.max_slippage_bps)
         try:
             amount_out = self.pool.swap(request.side, request.amount_in, min_out)
         except SwapFailedError as exc:
             events.append(
                 OrderFailed(
-                    **stamp, order_id=request.order_id, reason=exc.reason, detail=exc.detail
+                    **stamp, order_id=request.order_id, reason=str(exc.reason), detail=exc.detail
                 )
             )
             return events
@@ -240,7 +246,7 @@ class PaperExecutor(Component):
                 amount_in=request.amount_in,
                 amount_out=amount_out,
                 price=inst.price_of(base_units, quote_units),
-                fee_paid=-(-request.amount_in * 3 // 1000),  # the pool's 0.3%, input token
+                fee_paid=swap_fee(request.amount_in),
                 gas_used=gas_used,
                 gas_cost_wei=gas_used * self.gas_price_wei,
                 venue_order_id=venue_id,
@@ -248,14 +254,10 @@ class PaperExecutor(Component):
         )
         return events
 
-    def _invalid(self, request: OrderRequest) -> tuple[str, str] | None:
-        """Why the order cannot be sent at all (the live executor's codes), or None."""
-        if request.symbol != self.instrument.symbol:
-            return "UNKNOWN_SYMBOL", f"executor trades {self.instrument.symbol}"
-        if request.amount_in <= 0:
-            return "INVALID_AMOUNT", f"amount_in={request.amount_in}"
-        if not 0 <= request.max_slippage_bps < 10_000:
-            return "INVALID_SLIPPAGE", str(request.max_slippage_bps)
-        if self.pool is None:
-            return "INSUFFICIENT_LIQUIDITY", "no pool yet: it is created at the first bar"
-        return None
+    def _invalid(self, request: OrderRequest) -> OrderProblem | None:
+        """Why the order cannot be sent at all (as the live executor says it), or None."""
+        problem = order_problem(request, self.instrument.symbol)
+        if problem is None and self.pool is None:
+            reason = OrderFailReason.INSUFFICIENT_LIQUIDITY
+            return OrderProblem(reason, "no pool yet: it is created at the first bar")
+        return problem

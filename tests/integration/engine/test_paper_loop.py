@@ -24,8 +24,8 @@ from engine.events import (
     Signal,
 )
 from engine.journal import JournalReader
+from engine.reasons import Reason
 from engine.registry import build_component
-from engine.risk import Reason
 from tests.paper_support import paper_config, shared_small_model
 
 

@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
-from adapters.uniswap_v2 import amm
 from adapters.uniswap_v2.paper import PaperExecutor, PaperExecutorConfig
+from engine import amm
 from engine.bus import EventBus
 from engine.clock import NANOS_PER_SECOND, SimulatedClock
 from engine.component import ComponentContext, ComponentGraph

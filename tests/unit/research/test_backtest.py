@@ -169,7 +169,7 @@ def test_summary_shows_every_figure_beside_both_baselines():
 
 def test_amm_fill_model_charges_price_impact_like_the_paper_executor():
     """The backtest's pool fills equal the paper executor's integer AMM maths."""
-    from adapters.uniswap_v2.amm import get_amount_out
+    from engine.amm import get_amount_out
 
     rule = TradeRule(fee_bps=30.0, initial_capital=1000.0, pool_depth_quote=100_000.0)
     # Buying 1,000 quote of a token priced 2,000 from a pool holding 100,000 quote.

@@ -9,7 +9,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from web3 import HTTPProvider, Web3
 
-from adapters.uniswap_v2.amm import (
+from adapters.uniswap_v2.artifacts import pair_abi, router_abi
+from engine.amm import (
     AmmError,
     get_amount_in,
     get_amount_out,
@@ -18,7 +19,6 @@ from adapters.uniswap_v2.amm import (
     raw_price,
     trade_to_price,
 )
-from adapters.uniswap_v2.artifacts import pair_abi, router_abi
 
 pytest_plugins = ["tests.chain_fixtures"]
 

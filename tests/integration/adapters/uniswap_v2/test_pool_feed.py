@@ -9,9 +9,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from adapters.evm.anvil import rpc_call
-from adapters.uniswap_v2.amm import get_amount_out, raw_price, trade_to_price
 from adapters.uniswap_v2.fills import words
 from adapters.uniswap_v2.pool_feed import BarAggregator, UniswapV2PoolConfig, UniswapV2PoolFeed
+from engine.amm import get_amount_out, raw_price, trade_to_price
 from engine.bus import EventBus
 from engine.clock import LiveClock
 from engine.component import ComponentContext

@@ -36,7 +36,7 @@ def log_output():
     so the test sees whatever the code itself would leak."""
     root = logging.getLogger()
     saved = (root.handlers[:], root.level)
-    configure_logging(level="debug", fmt="json", secrets=())
+    configure_logging(level="debug", fmt="json", secrets=None)
     buffer = io.StringIO()
     root.handlers[0].setStream(buffer)  # type: ignore[attr-defined]
     yield buffer

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adapters.uniswap_v2.amm import get_amount_out
 from adapters.uniswap_v2.arbitrage import reserves_at_price, swap_to_price
+from engine.amm import get_amount_out
 
 reserve = st.integers(min_value=10**15, max_value=10**30)
 move = st.fractions(min_value=Fraction(1, 5), max_value=Fraction(5))

@@ -8,14 +8,15 @@ import msgspec
 import pytest
 from prometheus_client import CollectorRegistry
 
-from adapters.uniswap_v2 import amm
 from adapters.uniswap_v2.paper import PaperExecutor, PaperExecutorConfig, SimulatedPool
+from engine import amm
 from engine.bus import EventBus
 from engine.clock import SimulatedClock
 from engine.component import ComponentContext
 from engine.config import Secrets
-from engine.events import Bar, Event, OrderFailed, OrderFilled, OrderRequest, OrderSubmitted
+from engine.events import Bar, Event, OrderFailed, OrderFilled, OrderSubmitted
 from engine.instruments import InstrumentConfig
+from tests.paper_orders import order
 
 ETH_USDC = {"symbol": "WETH/USDC", "base_decimals": 18, "quote_decimals": 6}
 USDC = 10**6
@@ -33,23 +34,6 @@ def bar(close: float, ts: int = 1_000, symbol: str = "WETH/USDC") -> Bar:
         low=close,
         close=close,
         volume=1.0,
-    )
-
-
-def order(
-    side: str, amount_in: int, order_id: str = "o1", min_out: int = 0, slippage: int = 50
-) -> OrderRequest:
-    return OrderRequest(
-        ts_event=1,
-        ts_init=1,
-        correlation_id=f"corr-{order_id}",
-        order_id=order_id,
-        strategy_id="s",
-        symbol="WETH/USDC",
-        side=side,  # type: ignore[arg-type]
-        amount_in=amount_in,
-        max_slippage_bps=slippage,
-        min_amount_out=min_out,
     )
 
 

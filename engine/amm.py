@@ -1,9 +1,13 @@
-"""Uniswap V2 constant-product maths on integers, exactly as ``UniswapV2Library``.
+"""Constant-product maths of Uniswap V2 on integers, no web3.
 
-Amounts and reserves are integer base units. The 0.3% fee is taken from the input
+Shared by the risk manager, research and the Uniswap V2 adapters (paper and live
+executors, pool feed, local chain), so each rule has one definition here: the output
+and input of a swap, the 0.3% fee, the slippage floor of an order, and price impact.
+
+Amounts and reserves are integer base units. The fee is taken from the input
 (``amount_in * 997 / 1000``) and every division rounds down as in Solidity, so
-:func:`get_amount_out` equals the router's ``getAmountsOut`` to the unit. Used by the
-live executor's tests, the paper executor and the demo's arbitrage step.
+:func:`get_amount_out` equals the router's ``getAmountsOut`` to the unit.
+:func:`value_kept` is the same formula over real numbers, for models in floats.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ from typing import Literal, NamedTuple
 
 FEE_NUMERATOR = 997
 FEE_DENOMINATOR = 1000
+BPS = 10_000  # basis points in one
+FEE_BPS = (FEE_DENOMINATOR - FEE_NUMERATOR) * BPS // FEE_DENOMINATOR  # 30: 0.3%
 
 
 class AmmError(ValueError):
@@ -48,15 +54,39 @@ def get_amount_in(amount_out: int, reserve_in: int, reserve_out: int) -> int:
     return numerator // denominator + 1
 
 
-def price_impact_bps(amount_in: int, reserve_in: int, reserve_out: int) -> float:
+def swap_fee(amount_in: int) -> int:
+    """The pool's 0.3% of ``amount_in``, in the input token, rounded up."""
+    return -(-amount_in * (FEE_DENOMINATOR - FEE_NUMERATOR) // FEE_DENOMINATOR)
+
+
+def min_amount_out(expected: int, slippage_bps: int) -> int:
+    """The least output an order accepts: ``expected`` less ``slippage_bps``, rounded down."""
+    return expected * (BPS - slippage_bps) // BPS
+
+
+def price_impact_bps(
+    amount_in: int, reserve_in: int, reserve_out: int, amount_out: int | None = None
+) -> float:
     """How much worse than the mid price a swap executes, in basis points, fee included.
 
     ``10_000 * (1 - execution_price / mid_price)`` with both prices in output per
-    input; a tiny swap costs about 30 bps (the fee), larger ones more.
+    input; a tiny swap costs about 30 bps (the fee), larger ones more. ``amount_out``
+    is the quoted output when known; otherwise :func:`get_amount_out`.
     """
-    amount_out = get_amount_out(amount_in, reserve_in, reserve_out)
+    if amount_out is None:
+        amount_out = get_amount_out(amount_in, reserve_in, reserve_out)
     ratio = Fraction(amount_out * reserve_in, amount_in * reserve_out)
-    return float((1 - ratio) * 10_000)
+    return float((1 - ratio) * BPS)
+
+
+def value_kept(amount_in: float, reserve_in: float, fee: float) -> float:
+    """Share of its mid-price value a swap returns: :func:`get_amount_out` over reals.
+
+    ``(1 - fee) * r_in / (r_in + (1 - fee) * amount_in)``, i.e. output over
+    ``amount_in * r_out / r_in``; ``fee`` is a fraction (0.003 for Uniswap V2).
+    """
+    keep = 1.0 - fee
+    return keep * reserve_in / (reserve_in + keep * amount_in)
 
 
 def pool_price(reserve_base: int, reserve_quote: int) -> Fraction:

@@ -1,0 +1,72 @@
+"""One scrubber for logs and published text: secret values and key-shaped hex."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+
+import structlog
+
+from engine.logs import configure_logging
+from engine.redaction import REDACTED, Redactor
+
+KEY = "0x" + "4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318"
+OTHER_KEY = "0x" + "ab" * 32
+TX_HASH = "0x" + "12" * 32
+
+
+def test_known_secrets_are_redacted_with_and_without_their_0x_prefix():
+    redactor = Redactor([KEY, "admin-token-123"])
+    text = f"key {KEY} bare {KEY[2:]} token admin-token-123"
+    assert redactor.scrub(text) == f"key {REDACTED} bare {REDACTED} token {REDACTED}"
+
+
+def test_short_values_are_not_treated_as_secrets():
+    assert Redactor(["abc"]).scrub("abc abcdef") == "abc abcdef"
+
+
+def test_anything_shaped_like_a_private_key_is_redacted_even_if_unknown():
+    redactor = Redactor()
+    assert redactor.scrub(f"signer {OTHER_KEY.upper().replace('0X', '0x')}.") == (
+        f"signer {REDACTED}."
+    )
+    longer = "0x" + "ab" * 40  # calldata, not a key
+    assert redactor.scrub(longer) == longer
+
+
+def test_public_hashes_stay_readable_but_a_known_secret_never_does():
+    redactor = Redactor([KEY])
+    text = f"{TX_HASH} reverted; {OTHER_KEY}; {KEY}"
+    assert redactor.scrub(text, public=[TX_HASH, KEY]) == (
+        f"{TX_HASH} reverted; {REDACTED}; {REDACTED}"
+    )
+
+
+def test_repr_never_shows_the_secrets():
+    redactor = Redactor([KEY]).adding(["another-secret"])
+    assert KEY[2:] not in repr(redactor)
+    assert "another-secret" not in repr(redactor)
+    assert redactor.scrub("another-secret") == REDACTED
+
+
+def test_log_lines_and_exception_text_are_redacted_but_tx_hash_fields_kept():
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    configure_logging(level="info", fmt="json", secrets=["hunter2-password"])
+    buffer = io.StringIO()
+    root.handlers[0].setStream(buffer)  # type: ignore[attr-defined]
+    try:
+        log = structlog.get_logger("test")
+        try:
+            raise RuntimeError(f"bad key {OTHER_KEY} with hunter2-password")
+        except RuntimeError:
+            log.exception("failed", tx=TX_HASH, detail=f"{TX_HASH} {OTHER_KEY}")
+    finally:
+        root.handlers[:], root.level = saved
+        structlog.reset_defaults()
+    line = json.loads(buffer.getvalue().splitlines()[-1])
+    assert line["tx"] == TX_HASH
+    assert line["detail"] == f"{REDACTED} {REDACTED}"
+    assert OTHER_KEY not in line["exception"]
+    assert "hunter2" not in line["exception"]
