@@ -7,7 +7,8 @@ volume in the base asset), one row per candle, strictly ascending. Files are CSV
 timestamps, or Parquet with those columns.
 
 A :class:`~engine.events.Bar` is published when a candle has CLOSED, so its
-``ts_event`` is the open time plus the timeframe.
+``ts_event`` is the next candle's open time: the open plus the timeframe, or the next
+month's start for ``1M`` (:mod:`engine.timeframes` has the boundary rules).
 """
 
 from __future__ import annotations
@@ -21,38 +22,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from engine.events import Bar
+from engine import timeframes
+from engine.events import Bar, bar_correlation_id
 
 COLUMNS: tuple[str, ...] = ("timestamp", "open", "high", "low", "close", "volume")
 PRICE_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close")
-NANOS_PER_SECOND = 1_000_000_000
 
 RowNumber = Callable[[int], int]  # frame index -> row number shown in errors
-
-TIMEFRAME_SECONDS: dict[str, int] = {
-    "1m": 60,
-    "3m": 180,
-    "5m": 300,
-    "15m": 900,
-    "30m": 1800,
-    "1h": 3600,
-    "2h": 7200,
-    "4h": 14400,
-    "6h": 21600,
-    "8h": 28800,
-    "12h": 43200,
-    "1d": 86400,
-}
-
-
-def timeframe_ns(timeframe: str) -> int:
-    """Length of one candle in nanoseconds; a clear error for an unknown timeframe."""
-    try:
-        return TIMEFRAME_SECONDS[timeframe] * NANOS_PER_SECOND
-    except KeyError:
-        known = ", ".join(TIMEFRAME_SECONDS)
-        raise ValueError(f"unknown timeframe {timeframe!r} (known: {known})") from None
-
 
 DATA_ROOTS_GROUP = "trade_engine.data_roots"
 
@@ -111,9 +87,10 @@ def read_candles(
     """Load and validate a candle file; returns the frame, its timeframe and its gaps.
 
     ``timeframe`` is checked against the data when given, inferred (the most common
-    step between rows) when not. Every rule failure raises :class:`CandleFileError`
-    naming the file, the first offending row (the line number in a CSV, the 1-based
-    row in a Parquet file) and the rule. Gaps are reported, never filled.
+    step between rows; calendar months for ``1M``) when not. Every rule failure raises
+    :class:`CandleFileError` naming the file, the first offending row (the line number
+    in a CSV, the 1-based row in a Parquet file) and the rule. Gaps are reported, never
+    filled.
     """
     path = Path(path)
     if not path.exists():
@@ -137,8 +114,8 @@ def read_candles(
         frame[column] = _parse_numbers(path, raw[column], column, row_of)
     _check_order(path, frame, row_of)
     _check_prices(path, frame, row_of)
-    step_ns, timeframe = _check_interval(path, frame, timeframe, row_of)
-    return frame, timeframe, _gap_report(frame, step_ns)
+    timeframe = _check_interval(path, frame, timeframe, row_of)
+    return frame, timeframe, _gap_report(frame, timeframe)
 
 
 def _check_columns(path: Path, columns: list[str]) -> None:
@@ -194,7 +171,7 @@ def _parse_numbers(path: Path, column: pd.Series, name: str, row_of: RowNumber) 
 
 
 def _check_order(path: Path, frame: pd.DataFrame, row_of: RowNumber) -> None:
-    ns = frame["timestamp"].to_numpy(dtype="datetime64[ns]").astype(np.int64)
+    ns = open_times_ns(frame)
     steps = np.diff(ns)
     if (steps == 0).any():
         i = _first(steps == 0) + 1
@@ -226,21 +203,18 @@ def _check_prices(path: Path, frame: pd.DataFrame, row_of: RowNumber) -> None:
 
 def _check_interval(
     path: Path, frame: pd.DataFrame, timeframe: str | None, row_of: RowNumber
-) -> tuple[int, str]:
-    ns = frame["timestamp"].to_numpy(dtype="datetime64[ns]").astype(np.int64)
+) -> str:
+    ns = open_times_ns(frame)
     if timeframe is None:
         if len(ns) < 2:
             raise CandleFileError(path, "interval", "one candle: give the timeframe")
-        values, counts = np.unique(np.diff(ns), return_counts=True)
-        step = int(values[np.argmax(counts)])
-        by_step = {s * NANOS_PER_SECOND: tf for tf, s in TIMEFRAME_SECONDS.items()}
-        if step not in by_step:
+        timeframe = timeframes.infer_timeframe(ns)
+        if timeframe is None:
+            step_s = timeframes.most_common_step_ns(ns) / 1e9
             raise CandleFileError(
-                path, "interval", f"most common step {step / 1e9:g}s is not a known timeframe"
+                path, "interval", f"most common step {step_s:g}s is not a known timeframe"
             )
-        timeframe = by_step[step]
-    step = timeframe_ns(timeframe)
-    misaligned = ns % step != 0
+    misaligned = timeframes.misaligned(ns, timeframe)
     if misaligned.any():
         i = _first(misaligned)
         raise CandleFileError(
@@ -249,12 +223,16 @@ def _check_interval(
             f"{frame['timestamp'].iloc[i]} is not on a {timeframe} boundary",
             row_of(i),
         )
-    return step, timeframe
+    return timeframe
 
 
-def _gap_report(frame: pd.DataFrame, step_ns: int) -> GapReport:
-    ns = frame["timestamp"].to_numpy(dtype="datetime64[ns]").astype(np.int64)
-    missing = np.diff(ns) // step_ns - 1
+def open_times_ns(frame: pd.DataFrame) -> np.ndarray:
+    """The candles' open times as int64 nanoseconds."""
+    return frame["timestamp"].to_numpy(dtype="datetime64[ns]").astype(np.int64)
+
+
+def _gap_report(frame: pd.DataFrame, timeframe: str) -> GapReport:
+    missing = timeframes.missing_between(open_times_ns(frame), timeframe)
     gaps = missing > 0
     if not gaps.any():
         return GapReport(0, 0, 0, None)
@@ -290,8 +268,7 @@ CandleRow = tuple[int, float, float, float, float, float]
 
 def iter_rows(frame: pd.DataFrame, timeframe: str) -> Iterator[CandleRow]:
     """``(close_ns, open, high, low, close, volume)`` per candle, as plain Python numbers."""
-    step = timeframe_ns(timeframe)
-    close_ns = frame["timestamp"].to_numpy(dtype="datetime64[ns]").astype(np.int64) + step
+    close_ns = timeframes.close_times_ns(open_times_ns(frame), timeframe)
     columns = [frame[c].to_numpy(dtype=np.float64).tolist() for c in COLUMNS[1:]]
     return zip(close_ns.tolist(), *columns, strict=True)
 
@@ -302,7 +279,7 @@ def make_bar(row: CandleRow, symbol: str, timeframe: str, ts_init: int | None = 
     return Bar(
         ts_event=close_ns,
         ts_init=close_ns if ts_init is None else ts_init,
-        correlation_id=f"{symbol}|{timeframe}|{close_ns}",
+        correlation_id=bar_correlation_id(symbol, timeframe, close_ns),
         symbol=symbol,
         timeframe=timeframe,
         open=o,

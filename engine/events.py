@@ -4,8 +4,9 @@ Events are immutable msgspec structs: slotted, cheap to create, and serialisable
 JSON or MessagePack with a type tag, so the journal can store any of them and read
 them back as the right class. Timestamps are integer nanoseconds since the Unix epoch
 (UTC): ``ts_event`` is when the thing happened, ``ts_init`` when the engine created
-the object. ``correlation_id`` follows one bar from market data to fill. ``seq`` is
-stamped by the bus when the event is published (0 until then).
+the object. ``correlation_id`` follows one bar from market data to fill (see
+:func:`bar_correlation_id`). ``seq`` is stamped by the bus when the event is published
+(0 until then).
 
 On-chain amounts are integers in the token's base units.
 """
@@ -46,6 +47,12 @@ class Bar(Event, frozen=True, kw_only=True, tag=True):
     low: float
     close: float
     volume: float
+
+
+def bar_correlation_id(symbol: str, timeframe: str, close_ns: int) -> str:
+    """The id every event caused by one bar carries: the same for the same candle from
+    any source, so a replayed or resumed run matches its journal."""
+    return f"{symbol}|{timeframe}|{close_ns}"
 
 
 class Features(Event, frozen=True, kw_only=True, tag=True):

@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from engine.candles import TIMEFRAME_SECONDS, read_candles
+from engine.candles import read_candles
+from engine.timeframes import timeframe_seconds
 from ml.labels import forward_return, make_dataset
 from ml.training import TrainSettings
 from research import runs
@@ -72,7 +73,7 @@ def backtest_model(
         pd.Series(p_up, index=features.index),
         forward_return(frame, 1).loc[features.index],
         labels,
-        float(TIMEFRAME_SECONDS[timeframe]),
+        float(timeframe_seconds(timeframe)),
         rule,
     )
     span = served.version.metadata.get("training_span", {})
@@ -155,7 +156,7 @@ def run_montecarlo_command(
         source, bars = runs.read_run(args.run)
         if source.get("kind") != "walkforward" or bars is None:
             raise ValueError(f"{args.run} is not a walk-forward run with out-of-sample bars")
-        bar_seconds = float(TIMEFRAME_SECONDS[source["data"]["timeframe"]])
+        bar_seconds = float(timeframe_seconds(source["data"]["timeframe"]))
         result = montecarlo.block_bootstrap(
             bars,
             bar_seconds,

@@ -1,7 +1,9 @@
 """Performance statistics for per-bar returns: accuracy with its CI, Sharpe and friends.
 
 Everything is annualised by the bar interval with a 365-day year (crypto trades every
-day), with a zero risk-free rate. Sharpe ratios are per bar unless the name says
+day), with a zero risk-free rate. The bar interval is
+:func:`engine.timeframes.timeframe_seconds`: a monthly (``1M``) bar counts as the mean
+month of 30.4375 days, so a year holds 11.99 of them. Sharpe ratios are per bar unless the name says
 ``annual``; the deflated Sharpe ratio works on per-bar figures, as in the paper.
 """
 

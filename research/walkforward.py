@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from engine.candles import TIMEFRAME_SECONDS
+from engine.timeframes import timeframe_seconds
 from ml.labels import forward_return, make_dataset
 from ml.training import (
     TrainSettings,
@@ -59,7 +59,7 @@ def prepare_dataset(
         close=frame["close"].astype(float).loc[rows],
         asset_returns=forward_return(frame, 1).loc[rows],
         timestamps=frame["timestamp"].loc[rows],
-        bar_seconds=float(TIMEFRAME_SECONDS[timeframe]),
+        bar_seconds=float(timeframe_seconds(timeframe)),
         horizon=horizon,
     )
 

@@ -43,13 +43,18 @@ async def trader(chain: Chain) -> Trader:
 
 @pytest.fixture
 async def make_executor() -> AsyncIterator[Any]:
-    """``await make_executor(chain, trader, **config)``: a started executor, stopped after."""
+    """``await make_executor(chain, trader, **config)``: a started executor, stopped after
+    (on a fresh bus unless one is given)."""
     started: list[UniswapV2Executor] = []
 
     async def make(
-        chain: Chain, trader: Trader, clock: Clock | None = None, **overrides: Any
+        chain: Chain,
+        trader: Trader,
+        clock: Clock | None = None,
+        bus: EventBus | None = None,
+        **overrides: Any,
     ) -> ExecutorHarness:
-        bus = EventBus()
+        bus = EventBus() if bus is None else bus
         recorder = Recorder(bus)
         registry = CollectorRegistry()
         context = ComponentContext(

@@ -50,7 +50,7 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
     # trade-engine command would pay for it.
     import ccxt
 
-    from adapters.ccxt.feed import UnknownExchangeError
+    from adapters.ccxt.client import UnknownExchangeError
     from adapters.ccxt.fetch import (
         DownloadProgress,
         FetchUsageError,

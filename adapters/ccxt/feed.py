@@ -4,175 +4,46 @@
 polls ``fetch_ohlcv`` otherwise. Either way a candle is published once it has closed,
 exactly once and in order: the forming candle is never published, and after a
 disconnect the feed is DEGRADED until it has reconnected and fetched, over REST, every
-candle that closed meanwhile. Retries back off exponentially up to a cap.
+candle that closed meanwhile. Reconnections wait as :func:`adapters.ccxt.client.retry_delay`
+says: exponential backoff up to a cap, with jitter, never shorter than a Retry-After.
 
 "Now" comes from the engine clock, so tests decide when a candle has closed. Backoff
 and poll waits are real time (``asyncio.sleep``): they pace requests to an outside
 server, which a simulated clock cannot speed up.
 
-The helpers for building a ccxt client (:func:`create_exchange`) and retrying a call
-(:func:`call_with_retry`) are shared with the history download in ``fetch.py``.
+Candle boundaries come from :mod:`engine.timeframes`, so a ``1M`` candle closes when
+the next calendar month opens.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import difflib
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Literal, TypeVar
-from urllib.parse import urlsplit
+import random
+from typing import Any, Literal
 
 import ccxt
 import ccxt.async_support
 import ccxt.pro
-import structlog
-from pydantic import Field, model_validator
+import numpy as np
+from pydantic import Field, field_validator, model_validator
 
+from adapters.ccxt.client import (
+    RETRYABLE_ERRORS,
+    Random,
+    create_exchange,
+    retry_after_seconds,
+    retry_delay,
+)
+from engine import timeframes
 from engine.clock import NANOS_PER_SECOND
 from engine.component import Component, ComponentContext, ComponentState
 from engine.config import StrictModel
-from engine.events import Bar
+from engine.events import Bar, bar_correlation_id
+from engine.timeframes import NANOS_PER_MS
 
-T = TypeVar("T")
-NANOS_PER_MS = 1_000_000
 DISCONNECTED = "disconnected from "  # the reason of a DEGRADED state this feed can end
 Candle = list[Any]  # ccxt OHLCV row: [open_ms, open, high, low, close, volume]
-
-log = structlog.get_logger("adapters.ccxt.feed")
-
-# 429/418 (DDoSProtection, RateLimitExceeded), 5xx (ExchangeNotAvailable), timeouts and
-# dropped connections all derive from NetworkError: worth retrying. Anything else ccxt
-# raises (bad symbol, bad request) will not fix itself.
-RETRYABLE_ERRORS: tuple[type[Exception], ...] = (ccxt.NetworkError,)
-
-
-class UnknownExchangeError(ValueError):
-    """The exchange id is not one ccxt knows."""
-
-
-# -- building the client ---------------------------------------------------------------
-
-
-def rebase_urls(urls: Any, base_url: str) -> Any:
-    """``urls`` (ccxt's ``urls['api']`` tree) with every host replaced by ``base_url``.
-
-    Paths are kept, so ``https://api.binance.com/api/v3`` becomes ``<base>/api/v3`` and
-    ``wss://stream.binance.com:9443/ws`` becomes ``ws(s)://<base host>/ws``: one local
-    server or proxy then stands in for all of an exchange's hosts, and no request can
-    leave for the real ones.
-    """
-    if isinstance(urls, Mapping):
-        return {key: rebase_urls(value, base_url) for key, value in urls.items()}
-    if not isinstance(urls, str) or "://" not in urls:
-        return urls
-    base = urlsplit(base_url.rstrip("/"))
-    original = urlsplit(urls)
-    scheme = base.scheme
-    if original.scheme in ("ws", "wss"):
-        scheme = "wss" if base.scheme == "https" else "ws"
-    query = f"?{original.query}" if original.query else ""
-    return f"{scheme}://{base.netloc}{base.path}{original.path}{query}"
-
-
-def create_exchange(
-    exchange_id: str,
-    *,
-    streaming: bool = False,
-    api_base_url: str | None = None,
-    urls: Mapping[str, Any] | None = None,
-    options: Mapping[str, Any] | None = None,
-    rate_limit_ms: float | None = None,
-    timeout_seconds: float = 10.0,
-) -> ccxt.async_support.Exchange:
-    """An async ccxt client with its rate limiter on (ccxt.pro's class if ``streaming``).
-
-    ``api_base_url`` redirects every host (see :func:`rebase_urls`); ``urls`` is then
-    deep-merged into ``urls['api']`` for finer overrides. Must be called inside the
-    event loop that will use the client.
-    """
-    module = ccxt.pro if streaming else ccxt.async_support
-    known = ccxt.pro.exchanges if streaming else ccxt.exchanges
-    if exchange_id not in known:
-        raise UnknownExchangeError(_unknown_exchange_message(exchange_id, streaming))
-    config: dict[str, Any] = {
-        "enableRateLimit": True,
-        "timeout": int(timeout_seconds * 1000),
-        "options": dict(options or {}),
-    }
-    if rate_limit_ms is not None:
-        config["rateLimit"] = rate_limit_ms
-    exchange: ccxt.async_support.Exchange = getattr(module, exchange_id)(config)
-    if api_base_url:
-        exchange.urls["api"] = rebase_urls(exchange.urls["api"], api_base_url)
-    if urls:
-        exchange.urls["api"] = exchange.deep_extend(exchange.urls["api"], dict(urls))
-    return exchange
-
-
-def _unknown_exchange_message(exchange_id: str, streaming: bool) -> str:
-    if streaming and exchange_id in ccxt.exchanges:
-        return f"exchange {exchange_id!r} has no ccxt.pro (websocket) support; use mode 'poll'"
-    close = difflib.get_close_matches(exchange_id.lower(), ccxt.exchanges, n=3)
-    hint = f" (did you mean {', '.join(close)}?)" if close else ""
-    return f"unknown exchange {exchange_id!r}{hint}; see ccxt.exchanges for the list"
-
-
-# -- retrying --------------------------------------------------------------------------
-
-
-def backoff_delay(attempt: int, initial: float, maximum: float) -> float:
-    """Seconds to wait before retry number ``attempt`` (0-based): doubling, capped."""
-    return min(maximum, initial * 2**attempt)
-
-
-def retry_after_seconds(exchange: ccxt.async_support.Exchange, error: Exception) -> float:
-    """The server's ``Retry-After`` for a rate-limit answer (0 when absent)."""
-    if not isinstance(error, ccxt.DDoSProtection | ccxt.RateLimitExceeded):
-        return 0.0
-    headers = exchange.last_response_headers or {}
-    value = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
-    try:
-        return max(0.0, float(value)) if value is not None else 0.0
-    except ValueError:
-        return 0.0
-
-
-async def call_with_retry(
-    exchange: ccxt.async_support.Exchange,
-    call: Callable[[], Awaitable[T]],
-    *,
-    retries: int,
-    backoff_initial: float,
-    backoff_max: float,
-    what: str = "request",
-) -> T:
-    """``await call()``, retrying network errors, 429s and 5xx with capped backoff.
-
-    A rate-limit answer's ``Retry-After`` is honoured when it asks for longer. After
-    ``retries`` failed retries the last error is raised.
-    """
-    for attempt in range(retries + 1):
-        try:
-            return await call()
-        except RETRYABLE_ERRORS as exc:
-            if attempt >= retries:
-                raise
-            delay = max(
-                backoff_delay(attempt, backoff_initial, backoff_max),
-                retry_after_seconds(exchange, exc),
-            )
-            log.warning(
-                "ccxt.retry",
-                exchange=exchange.id,
-                what=what,
-                error=type(exc).__name__,
-                attempt=attempt + 1,
-                delay_s=delay,
-            )
-            await asyncio.sleep(delay)
-    raise AssertionError("unreachable")  # pragma: no cover
-
 
 # -- the component ---------------------------------------------------------------------
 
@@ -180,7 +51,9 @@ async def call_with_retry(
 class CcxtFeedConfig(StrictModel):
     exchange: str = Field("binance", min_length=1, description="ccxt exchange id.")
     symbol: str = Field("BTC/USDT", min_length=3, description="Unified ccxt symbol.")
-    timeframe: str = Field("1h", min_length=2, description="Candle length, e.g. `1m`, `1h`.")
+    timeframe: str = Field(
+        "1h", min_length=2, description="Candle length, e.g. `1m`, `1h`, `1w`, `1M` (ccxt's names)."
+    )
     mode: Literal["auto", "watch", "poll"] = Field(
         "auto",
         description="`watch`: ccxt.pro websocket; `poll`: REST `fetch_ohlcv`; "
@@ -207,10 +80,18 @@ class CcxtFeedConfig(StrictModel):
         500, ge=1, le=1000, description="Candles asked for per REST request when catching up."
     )
     backoff_initial_seconds: float = Field(
-        1.0, gt=0, le=600, description="First wait before reconnecting; doubles each failure."
+        1.0,
+        gt=0,
+        le=600,
+        description="First wait before reconnecting; doubles each failure. Random jitter "
+        "adds up to as much again.",
     )
     backoff_max_seconds: float = Field(
-        60.0, gt=0, le=3600, description="Longest wait between reconnection attempts."
+        60.0,
+        gt=0,
+        le=3600,
+        description="Cap of the doubling wait (jitter can add as much again); a longer "
+        "Retry-After from the exchange is obeyed.",
     )
     timeout_seconds: float = Field(10.0, gt=0, le=300, description="Per-request timeout.")
     stale_after_seconds: float = Field(
@@ -234,6 +115,11 @@ class CcxtFeedConfig(StrictModel):
         default_factory=dict, description="Merged into the ccxt client's `options`."
     )
 
+    @field_validator("timeframe")
+    @classmethod
+    def _known_timeframe(cls, value: str) -> str:
+        return timeframes.check_timeframe(value)
+
     @model_validator(mode="after")
     def _check_backoff(self) -> CcxtFeedConfig:
         if self.backoff_max_seconds < self.backoff_initial_seconds:
@@ -252,12 +138,14 @@ class CcxtBarFeed(Component):
         settings: CcxtFeedConfig,
         context: ComponentContext,
         depends_on: tuple[str, ...] = (),
+        *,
+        random_source: Random = random.random,
     ) -> None:
         super().__init__(name, settings, context, depends_on)
         self.streaming = False
         self.published = 0
         self.last_open_ms: int | None = None  # newest candle published (or skipped at start)
-        self._step_ms = 0
+        self._random = random_source  # the backoff's jitter
         self._exchange: ccxt.async_support.Exchange | None = None
         self._task: asyncio.Task[None] | None = None
         self._watchdog: asyncio.Task[None] | None = None
@@ -282,7 +170,6 @@ class CcxtBarFeed(Component):
         if exchange.timeframes and s.timeframe not in exchange.timeframes:
             known = ", ".join(exchange.timeframes)
             raise ValueError(f"{s.exchange} has no timeframe {s.timeframe!r} (known: {known})")
-        self._step_ms = int(exchange.parse_timeframe(s.timeframe) * 1000)
 
     async def on_all_started(self) -> None:
         # Publishing starts once every subscriber is running, so none misses a bar.
@@ -311,9 +198,9 @@ class CcxtBarFeed(Component):
     def overdue_seconds(self) -> float:
         """How long the candle after the newest one published is overdue (0 if not):
         due once it has closed and settled."""
-        if self.last_open_ms is None or not self._step_ms:
+        if self.last_open_ms is None:
             return 0.0
-        due_ns = (self.last_open_ms + 2 * self._step_ms) * NANOS_PER_MS
+        due_ns = self._close_ms(self._close_ms(self.last_open_ms)) * NANOS_PER_MS
         due_ns += int(self.settings.settle_seconds * NANOS_PER_SECOND)
         return max(0.0, (self.clock.timestamp_ns() - due_ns) / NANOS_PER_SECOND)
 
@@ -356,8 +243,13 @@ class CcxtBarFeed(Component):
                 else:
                     await asyncio.sleep(s.poll_interval_seconds)
             except RETRYABLE_ERRORS as exc:
-                delay = backoff_delay(attempt, s.backoff_initial_seconds, s.backoff_max_seconds)
-                delay = max(delay, retry_after_seconds(self.exchange, exc))
+                delay = retry_delay(
+                    attempt,
+                    s.backoff_initial_seconds,
+                    s.backoff_max_seconds,
+                    retry_after_seconds(self.exchange, exc),
+                    self._random,
+                )
                 if self.state is not ComponentState.DEGRADED:  # keep the first reason
                     self.degrade(f"{DISCONNECTED}{s.exchange}: {type(exc).__name__}")
                 self.log.warning(
@@ -385,7 +277,7 @@ class CcxtBarFeed(Component):
                 limit = s.history_candles + 2  # the forming candle and at least one closed
                 rows = await self.exchange.fetch_ohlcv(s.symbol, s.timeframe, limit=limit)
             else:
-                since = self.last_open_ms + self._step_ms
+                since = self._close_ms(self.last_open_ms)
                 rows = await self.exchange.fetch_ohlcv(
                     s.symbol, s.timeframe, since=since, limit=s.page_size
                 )
@@ -424,39 +316,47 @@ class CcxtBarFeed(Component):
             newest = max(latest)
             now_ns = self.clock.timestamp_ns()
             for open_ms in sorted(latest):
-                if open_ms >= newest or (open_ms + self._step_ms) * NANOS_PER_MS > now_ns:
+                if open_ms >= newest or self._close_ms(open_ms) * NANOS_PER_MS > now_ns:
                     break
                 await self._fill_gap_before(open_ms)
                 await self._publish(latest.pop(open_ms))
             # Candles that closed while we were (re)subscribing never come over the
             # stream: once the one before the newest has settled, fetch them over REST.
-            if gap_checked_before != newest and self._closed_over_rest(newest - self._step_ms):
+            if gap_checked_before != newest and self._settled(newest):
                 gap_checked_before = newest
                 await self._fill_gap_before(newest)
 
     async def _fill_gap_before(self, open_ms: int) -> None:
         """Publish from REST any closed candles between the last published and ``open_ms``."""
-        if self.last_open_ms is not None and open_ms > self.last_open_ms + self._step_ms:
+        if self.last_open_ms is not None and open_ms > self._close_ms(self.last_open_ms):
             await self._catch_up(before_open_ms=open_ms)
 
+    def _close_ms(self, open_ms: int) -> int:
+        """Close time of a candle: also the next candle's open."""
+        return timeframes.close_ms(open_ms, self.settings.timeframe)
+
     def _closed_over_rest(self, open_ms: int) -> bool:
-        close_ns = (open_ms + self._step_ms) * NANOS_PER_MS
+        return self._settled(self._close_ms(open_ms))
+
+    def _settled(self, close_ms: int) -> bool:
+        """Whether a candle closing at ``close_ms`` has closed and settled by now."""
         settle_ns = int(self.settings.settle_seconds * NANOS_PER_SECOND)
-        return close_ns + settle_ns <= self.clock.timestamp_ns()
+        return close_ms * NANOS_PER_MS + settle_ns <= self.clock.timestamp_ns()
 
     async def _publish(self, row: Candle) -> None:
+        s = self.settings
         open_ms = int(row[0])
         if self.last_open_ms is not None and open_ms <= self.last_open_ms:
             return  # already published
-        if self.last_open_ms is not None and open_ms > self.last_open_ms + self._step_ms:
-            missing = (open_ms - self.last_open_ms) // self._step_ms - 1
+        if self.last_open_ms is not None and open_ms > self._close_ms(self.last_open_ms):
+            opens_ns = np.array([self.last_open_ms, open_ms]) * NANOS_PER_MS
+            missing = int(timeframes.missing_between(opens_ns, s.timeframe)[0])
             self.log.info("ccxt_feed.exchange_gap", missing_candles=missing, before_open_ms=open_ms)
-        s = self.settings
-        close_ns = (open_ms + self._step_ms) * NANOS_PER_MS
+        close_ns = self._close_ms(open_ms) * NANOS_PER_MS
         bar = Bar(
             ts_event=close_ns,
             ts_init=self.clock.timestamp_ns(),
-            correlation_id=f"{s.symbol}|{s.timeframe}|{close_ns}",
+            correlation_id=bar_correlation_id(s.symbol, s.timeframe, close_ns),
             symbol=s.symbol,
             timeframe=s.timeframe,
             open=float(row[1]),

@@ -21,11 +21,10 @@ import ccxt
 import pandas as pd
 from tqdm import tqdm
 
-from adapters.ccxt.feed import call_with_retry, create_exchange
-from engine import candles
-from engine.clock import Clock, LiveClock
-
-NANOS_PER_MS = 1_000_000
+from adapters.ccxt.client import call_with_retry, create_exchange
+from engine import candles, timeframes
+from engine.clock import NANOS_PER_SECOND, Clock, LiveClock
+from engine.timeframes import NANOS_PER_MS
 
 
 class FetchUsageError(ValueError):
@@ -67,12 +66,11 @@ def read_existing(path: Path, timeframe: str) -> pd.DataFrame:
     except candles.CandleFileError as exc:
         raise FetchUsageError(f"cannot resume: {exc}") from None
     # Alignment alone would let 1h candles be appended to a daily file.
-    steps = frame["timestamp"].diff().dropna()
-    if len(steps):
-        held = int(steps.mode().iloc[0].total_seconds())
-        if held != candles.TIMEFRAME_SECONDS[timeframe]:
-            names = {s: tf for tf, s in candles.TIMEFRAME_SECONDS.items()}
-            holds = names.get(held, f"{held}s")
+    opens = candles.open_times_ns(frame)
+    if len(opens) > 1:
+        held = timeframes.infer_timeframe(opens)
+        if held != timeframe:
+            holds = held or f"{timeframes.most_common_step_ns(opens) // NANOS_PER_SECOND}s"
             raise FetchUsageError(
                 f"cannot resume: {path} holds {holds} candles, not {timeframe}; "
                 "use another --out or the same --timeframe"
@@ -123,12 +121,11 @@ async def download_history(
     ``NetworkError`` when the exchange stays unreachable after ``retries`` retries.
     """
     check_out_path(out)
-    if timeframe not in candles.TIMEFRAME_SECONDS:
-        known = ", ".join(candles.TIMEFRAME_SECONDS)
+    if timeframe not in timeframes.TIMEFRAMES:
+        known = ", ".join(timeframes.TIMEFRAMES)
         raise FetchUsageError(f"timeframe {timeframe!r} is not a candle-file timeframe ({known})")
     clock = clock or LiveClock()
     state = progress or DownloadProgress()
-    step_ms = candles.TIMEFRAME_SECONDS[timeframe] * 1000
     settle_ms = int(settle_seconds * 1000)
 
     # File I/O runs in a thread: a large Parquet file would otherwise stall the loop.
@@ -137,7 +134,7 @@ async def download_history(
     if existing is not None and len(existing):
         last = existing["timestamp"].iloc[-1]
         state.resumed_after = last
-        start_ms = int(last.value // NANOS_PER_MS) + step_ms
+        start_ms = timeframes.close_ms(int(last.value // NANOS_PER_MS), timeframe)
 
     exchange = create_exchange(
         exchange_id, api_base_url=api_base_url, options=options, rate_limit_ms=rate_limit_ms
@@ -170,15 +167,19 @@ async def download_history(
         _check_market(exchange, symbol, timeframe)
         now_ms = clock.timestamp_ns() // NANOS_PER_MS
         end_ms = now_ms if until_ms is None else min(until_ms, now_ms)
+
+        def closed(open_ms: int) -> bool:
+            return timeframes.close_ms(open_ms, timeframe) + settle_ms <= now_ms
+
         bar = tqdm(
-            total=max(0, (end_ms - start_ms) // step_ms),
+            total=max(0, (end_ms - start_ms) // (timeframes.timeframe_seconds(timeframe) * 1000)),
             unit="candle",
             desc=f"{exchange_id} {symbol} {timeframe}",
             file=sys.stderr,
             disable=not show_progress,
         )
         cursor = start_ms
-        while cursor + step_ms + settle_ms <= now_ms and (until_ms is None or cursor < until_ms):
+        while closed(cursor) and (until_ms is None or cursor < until_ms):
             fetch = functools.partial(
                 exchange.fetch_ohlcv, symbol, timeframe, since=cursor, limit=page_size
             )
@@ -186,17 +187,13 @@ async def download_history(
             state.pages += 1
             if not rows:
                 break  # nothing after the cursor yet
-            keep = [
-                r
-                for r in rows
-                if r[0] + step_ms + settle_ms <= now_ms and (until_ms is None or r[0] < until_ms)
-            ]
+            keep = [r for r in rows if closed(r[0]) and (until_ms is None or r[0] < until_ms)]
             new_rows.extend(keep)
             state.added += len(keep)
             bar.update(len(keep))
             if len(keep) < len(rows):
                 break  # reached the forming candle or the end of the range
-            cursor = int(rows[-1][0]) + step_ms
+            cursor = timeframes.close_ms(int(rows[-1][0]), timeframe)
             if state.pages % checkpoint_pages == 0:
                 await write()
         bar.total = bar.n  # the estimate counted exchange gaps; finish at 100%

@@ -22,7 +22,8 @@ from adapters.uniswap_v2.fills import SWAP_TOPIC, SYNC_TOPIC, swap_amounts, word
 from engine.clock import NANOS_PER_SECOND
 from engine.component import Component, ComponentContext
 from engine.config import StrictModel
-from engine.events import Bar
+from engine.events import Bar, bar_correlation_id
+from engine.timeframes import timeframe_for_seconds
 
 GET_RESERVES = selector("getReserves()")
 TOKEN0 = selector("token0()")
@@ -55,13 +56,6 @@ class UniswapV2PoolConfig(StrictModel):
 def _address_word(word: str) -> str:
     """An address returned by eth_call (one 32-byte word), lower-case."""
     return "0x" + word[-40:].lower()
-
-
-def timeframe_name(seconds: int) -> str:
-    for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60)):
-        if seconds % size == 0:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
 
 
 @dataclass
@@ -126,7 +120,7 @@ class UniswapV2PoolFeed(Component):
         depends_on: tuple[str, ...] = (),
     ) -> None:
         super().__init__(name, settings, context, depends_on)
-        self.timeframe = timeframe_name(settings.timeframe_seconds)
+        self.timeframe = timeframe_for_seconds(settings.timeframe_seconds)
         self._task: asyncio.Task[None] | None = None
         self._block_times: dict[int, int] = {}
         self._rpc: JsonRpc | None = None
@@ -232,6 +226,7 @@ class UniswapV2PoolFeed(Component):
             Bar(
                 ts_event=close_ns,
                 ts_init=self.clock.timestamp_ns(),
+                correlation_id=bar_correlation_id(self.settings.symbol, self.timeframe, close_ns),
                 symbol=self.settings.symbol,
                 timeframe=self.timeframe,
                 open=bar.open,

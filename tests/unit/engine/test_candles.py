@@ -9,7 +9,10 @@ import pandas as pd
 import pytest
 
 from adapters.replay.market_data import SAMPLES_DIR
-from engine.candles import CandleFileError, read_candles, write_candles
+from engine.candles import CandleFileError, iter_bars, iter_rows, read_candles, write_candles
+from engine.events import bar_correlation_id
+from engine.timeframes import UnknownTimeframeError
+from tests.candle_frames import candle_frame
 
 HEADER = "timestamp,open,high,low,close,volume\n"
 GOOD_ROWS = [
@@ -131,3 +134,42 @@ def test_parquet_rows_are_numbered_from_one(tmp_path):
     with pytest.raises(CandleFileError) as info:
         read_candles(tmp_path / "bad.parquet")
     assert (info.value.rule, info.value.row) == ("non-negative volume", 3)
+
+
+def test_a_weekly_file_is_read_with_its_timeframe_and_gaps(tmp_path):
+    opens = pd.date_range("2024-01-01", periods=6, freq="W-MON", tz="UTC").delete(3)
+    write_candles(candle_frame(opens), tmp_path / "w.parquet")
+    frame, timeframe, gaps = read_candles(tmp_path / "w.parquet")
+    assert (len(frame), timeframe) == (5, "1w")
+    assert (gaps.gaps, gaps.missing_candles) == (1, 1)
+    closes = [row[0] for row in iter_rows(frame, timeframe)]
+    assert closes[0] == pd.Timestamp("2024-01-08", tz="UTC").value
+
+
+def test_a_monthly_file_has_calendar_spacing_and_closes_at_the_next_month(tmp_path):
+    opens = pd.date_range("2023-11-01", periods=8, freq="MS", tz="UTC").delete(5)  # no Apr
+    write_candles(candle_frame(opens), tmp_path / "m.csv")
+    frame, timeframe, gaps = read_candles(tmp_path / "m.csv")
+    assert (len(frame), timeframe) == (7, "1M")
+    assert (gaps.gaps, gaps.missing_candles, gaps.largest_missing) == (1, 1, 1)
+    assert gaps.largest_at == pd.Timestamp("2024-03-01", tz="UTC")
+    bars = list(iter_bars(frame, "X/Y", timeframe))
+    assert [pd.Timestamp(b.ts_event, tz="UTC").strftime("%Y-%m-%d") for b in bars[2:5]] == [
+        "2024-02-01",
+        "2024-03-01",  # February 2024 has 29 days
+        "2024-04-01",
+    ]
+    assert bars[0].correlation_id == bar_correlation_id("X/Y", "1M", bars[0].ts_event)
+
+
+def test_a_monthly_file_whose_open_is_not_the_first_of_a_month_is_misaligned(tmp_path):
+    rows = ["2024-01-01T00:00:00Z,1,1,1,1,1", "2024-02-02T00:00:00Z,1,1,1,1,1"]
+    with pytest.raises(CandleFileError) as info:
+        read_candles(csv_file(tmp_path, rows), "1M")
+    assert (info.value.rule, info.value.row) == ("interval alignment", 3)
+    assert "not on a 1M boundary" in str(info.value)
+
+
+def test_an_unknown_timeframe_names_the_known_ones(tmp_path):
+    with pytest.raises(UnknownTimeframeError, match=r"'2w' \(known: 1m, 3m, .*, 1w, 1M\)"):
+        read_candles(csv_file(tmp_path, GOOD_ROWS), "2w")

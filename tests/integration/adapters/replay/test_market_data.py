@@ -6,18 +6,21 @@ import asyncio
 import itertools
 import time
 
+import pandas as pd
 import pytest
 from prometheus_client import CollectorRegistry
 
 from adapters.replay.market_data import ReplayConfig, ReplayMarketData
 from engine.bus import EventBus
+from engine.candles import write_candles
 from engine.clock import LiveClock, SimulatedClock
 from engine.component import ComponentContext, ComponentGraph, ComponentState
 from engine.config import Secrets
 from engine.config_loading import parse_engine_config
-from engine.events import Bar, Features
+from engine.events import Bar, Features, bar_correlation_id
 from ml.feature_engine import FeatureEngine, FeatureEngineConfig
 from ml.features import FEATURE_SETS
+from tests.candle_frames import candle_frame
 
 
 def context(clock) -> ComponentContext:
@@ -91,6 +94,40 @@ async def test_live_clock_replay_follows_the_speed_factor():
     elapsed = time.perf_counter() - started
     assert len(bars) == 6
     assert 0.9 <= elapsed < 3.0
+
+
+@pytest.mark.parametrize(
+    ("timeframe", "opens", "first_closes"),
+    [
+        (
+            "1w",
+            pd.date_range("2024-01-01", periods=10, freq="W-MON", tz="UTC"),
+            ["2024-01-08", "2024-01-15", "2024-01-22"],
+        ),
+        (
+            "1M",
+            pd.date_range("2023-12-01", periods=10, freq="MS", tz="UTC"),
+            ["2024-01-01", "2024-02-01", "2024-03-01"],
+        ),
+    ],
+)
+async def test_weekly_and_monthly_files_replay_with_bars_closing_at_the_next_open(
+    tmp_path, timeframe, opens, first_closes
+):
+    path = tmp_path / f"x_{timeframe}.parquet"
+    write_candles(candle_frame(opens), path)
+    clock = SimulatedClock()
+    ctx = context(clock)
+    bars: list[Bar] = []
+    ctx.bus.subscribe(Bar, bars.append)
+    replay = await run_replay(ctx, path=str(path), symbol="X/Y")
+    assert replay.published == len(bars) == 10
+    assert {b.timeframe for b in bars} == {timeframe}
+    closes = [pd.Timestamp(b.ts_event, tz="UTC").strftime("%Y-%m-%d") for b in bars]
+    assert closes[:3] == first_closes
+    assert [b.ts_event for b in bars[:-1]] == [int(t.value) for t in opens[1:]]
+    assert all(b.ts_init == b.ts_event for b in bars)  # the clock jumped to each close
+    assert bars[0].correlation_id == bar_correlation_id("X/Y", timeframe, bars[0].ts_event)
 
 
 async def test_bad_file_faults_the_component_at_start_with_the_rule(tmp_path):

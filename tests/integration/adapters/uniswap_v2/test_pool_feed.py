@@ -14,9 +14,12 @@ from adapters.uniswap_v2.pool_feed import BarAggregator, UniswapV2PoolConfig, Un
 from engine.amm import get_amount_out, raw_price, trade_to_price
 from engine.bus import EventBus
 from engine.clock import LiveClock
-from engine.component import ComponentContext
+from engine.component import Component, ComponentContext
 from engine.config import Secrets
-from engine.events import Bar, OrderFilled
+from engine.events import Bar, Features, OrderFilled, OrderRequest, Signal, bar_correlation_id
+from engine.portfolio import Portfolio, PortfolioConfig
+from engine.risk import RiskConfig, RiskManager, order_id_for
+from ml.feature_engine import FeatureEngine, FeatureEngineConfig
 from tests.chain_helpers import TOKEN, Chain, Recorder, new_trader, order, outcome, start_chain
 
 pytest_plugins = ["tests.chain_fixtures"]
@@ -44,15 +47,18 @@ def chain_time(chain: Chain) -> int:
     return int(rpc_call(chain.url, "eth_getBlockByNumber", ["latest", False])["timestamp"], 16)
 
 
-async def start_feed(chain: Chain) -> tuple[UniswapV2PoolFeed, Recorder]:
-    bus = EventBus()
+async def start_feed(
+    chain: Chain, bus: EventBus | None = None, poll_seconds: float = 3600
+) -> tuple[UniswapV2PoolFeed, Recorder]:
+    """A started feed; with the default ``poll_seconds`` the test drives ``poll_once()``."""
+    bus = EventBus() if bus is None else bus
     recorder = Recorder(bus)
     settings = UniswapV2PoolConfig(
         rpc_url=chain.url,
         pair=chain.deployment.pair,
         base_token=chain.deployment.base_token,
         timeframe_seconds=TIMEFRAME,
-        poll_seconds=3600,  # the test drives poll_once() itself
+        poll_seconds=poll_seconds,
     )
     context = ComponentContext(bus, LiveClock(), CollectorRegistry(), Secrets())
     feed = UniswapV2PoolFeed("pool", settings, context)
@@ -95,6 +101,83 @@ async def test_pool_feed_builds_bars_from_sync_and_swap_logs(own_chain, make_exe
     assert flat.ts_event == traded.ts_event + TIMEFRAME * 10**9
     assert flat.open == flat.close == flat.high == flat.low == traded.close
     assert flat.volume == 0
+
+
+class BuyOnFirstFeatures(Component):
+    """A stand-in strategy: one BUY signal, on the first features, carrying their id."""
+
+    def __init__(self, context: ComponentContext) -> None:
+        super().__init__("buyer", None, context)
+        self.signals: list[Signal] = []
+
+    async def on_start(self) -> None:
+        self.subscribe(Features, self._on_features, name="buyer.features")
+
+    def _on_features(self, features: Features) -> None:
+        if self.signals:
+            return
+        now = self.clock.timestamp_ns()
+        signal = Signal(
+            ts_event=now,
+            ts_init=now,
+            correlation_id=features.correlation_id,
+            strategy_id="buyer",
+            symbol=features.symbol,
+            prediction=1,
+            probability_up=0.9,
+            confidence="high",
+            action="BUY",
+        )
+        self.signals.append(signal)
+        self.bus.publish_nowait(signal)
+
+
+async def test_a_pool_bar_is_followed_by_its_correlation_id_to_the_fill(own_chain, make_executor):
+    """Pool bar → features → signal → order → on-chain fill, all under the bar's id."""
+    trader = await new_trader(own_chain)
+    # The chain runs an hour ahead of the wall clock below: deadlines by chain time.
+    dex = await make_executor(own_chain, trader, deadline_clock="chain")
+    context = ComponentContext(dex.bus, LiveClock(), CollectorRegistry(), Secrets())
+    instrument = {"symbol": "BASE/QUOTE", "base_decimals": 18, "quote_decimals": 18}
+    portfolio = Portfolio(
+        "portfolio",
+        PortfolioConfig.model_validate(
+            {"instruments": [instrument], "initial_balances": {"QUOTE": 10_000}}
+        ),
+        context,
+    )
+    risk = RiskManager(
+        "risk",
+        RiskConfig.model_validate({"order_notional_quote": 100}),
+        context,
+        portfolio=portfolio,
+    )
+    pipeline = [
+        portfolio,
+        risk,
+        FeatureEngine("features", FeatureEngineConfig(), context),
+        BuyOnFirstFeatures(context),
+    ]
+    for component in pipeline:
+        await component.start()
+    feed, _ = await start_feed(own_chain, dex.bus, poll_seconds=0.05)
+    try:
+        # An hour of one-minute bars at once: the features warm up within it.
+        own_chain.anvil.rpc("evm_increaseTime", TIMEFRAME * 60)
+        own_chain.anvil.rpc("evm_mine")
+        filled = await dex.recorder.wait_for(lambda e: isinstance(e, OrderFilled), within=15)
+    finally:
+        await feed.stop()
+        for component in reversed(pipeline):
+            await component.stop()
+    (signal,) = pipeline[-1].signals
+    (request,) = dex.recorder.of(OrderRequest)
+    bars = {bar.correlation_id: bar for bar in dex.recorder.of(Bar)}
+    bar = bars[filled.correlation_id]
+    assert bar.correlation_id == bar_correlation_id("BASE/QUOTE", "1m", bar.ts_event)
+    assert request.correlation_id == signal.correlation_id == bar.correlation_id
+    assert request.order_id == filled.order_id == order_id_for(signal)
+    assert len(bars) == len(dex.recorder.of(Bar))  # every bar has its own id
 
 
 @pytest.mark.parametrize("target_price", [1234.5, 777.0])

@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from adapters.ccxt.feed import CcxtFeedConfig, backoff_delay, rebase_urls
+from adapters.ccxt.client import backoff_delay, rebase_urls
+from adapters.ccxt.feed import CcxtFeedConfig
 from adapters.ccxt.fetch import (
     FetchUsageError,
     check_out_path,
@@ -15,6 +16,7 @@ from adapters.ccxt.fetch import (
     rows_to_frame,
 )
 from engine.candles import write_candles
+from tests.candle_frames import candle_frame
 
 
 @pytest.mark.parametrize(
@@ -92,6 +94,20 @@ def test_resuming_refuses_a_file_of_another_timeframe(tmp_path):
     with pytest.raises(FetchUsageError, match="holds 1d candles, not 1h"):
         read_existing(path, "1h")
     assert len(read_existing(path, "1d")) == 3
+
+
+def test_feed_config_refuses_an_unknown_timeframe_naming_the_known_ones():
+    with pytest.raises(ValidationError, match=r"unknown timeframe '7m' \(known: 1m, .*, 1M\)"):
+        CcxtFeedConfig.model_validate({"timeframe": "7m"})
+    assert CcxtFeedConfig.model_validate({"timeframe": "1M"}).timeframe == "1M"
+
+
+def test_resuming_a_monthly_file_accepts_its_calendar_spacing(tmp_path):
+    path = tmp_path / "monthly.parquet"
+    write_candles(candle_frame(pd.date_range("2023-11-01", periods=6, freq="MS", tz="UTC")), path)
+    assert len(read_existing(path, "1M")) == 6
+    with pytest.raises(FetchUsageError, match="holds 1M candles, not 1d"):
+        read_existing(path, "1d")
 
 
 def test_resuming_refuses_a_broken_file_naming_the_rule(tmp_path):
