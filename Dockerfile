@@ -18,6 +18,8 @@ COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund --loglevel=error
 COPY pyproject.toml README.md ./
 COPY engine ./engine
+COPY ml ./ml
+COPY research ./research
 COPY strategies ./strategies
 COPY adapters ./adapters
 RUN pip install .

@@ -1,11 +1,12 @@
 """The event journal: every event appended to SQLite (WAL) as it is published.
 
 The journal subscribes to everything with a *sync* handler and is meant to be the
-first subscriber, so an event is on disk before any other component (an executor
-above all) sees it: "an order is journalled before it is sent". SQLite in WAL mode
-with ``synchronous=NORMAL`` makes each committed row survive a killed process (a
-power cut may lose the last few); rows are committed in small batches, and always
-before an `OrderRequest` or `OrderSubmitted` reaches anyone else.
+first component to subscribe (only the engine's market view, a passive record of the
+last bar and pool state, comes before it), so an event is on disk before any other
+component (an executor above all) sees it: "an order is journalled before it is
+sent". SQLite in WAL mode with ``synchronous=NORMAL`` makes each committed row survive
+a killed process (a power cut may lose the last few); rows are committed in small
+batches, and always before an `OrderRequest` or `OrderSubmitted` reaches anyone else.
 
 Rows carry a journal-wide ``id`` (the bus sequence restarts with each run), the
 run's id, the bus ``seq``, the event type, times, correlation id and the event as
@@ -171,7 +172,7 @@ class Journal(Component):
             self.log.info("journal.resuming", events_to_catch_up=len(self._expected))
         else:
             self.caught_up.set()
-        # Subscribed here, not in on_start: the journal must be the bus's first subscriber.
+        # Subscribed here, not in on_start: the journal must be the first component to.
         self.subscribe(Event, self.append, name=f"{name}.append")
 
     async def on_start(self) -> None:
