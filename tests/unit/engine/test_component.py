@@ -15,6 +15,7 @@ from engine.component import (
     start_order,
 )
 from engine.events import ComponentStateChanged
+from tests.factories import heartbeat
 
 
 class Recorder(Component):
@@ -152,8 +153,8 @@ async def test_subscriptions_made_through_the_component_end_when_it_stops():
     await comp.start()
     sub = comp.subscribe(Heartbeat, lambda e: seen.append(e.count))
     assert sub.name == "feed.<lambda>"
-    bus.publish_nowait(Heartbeat(ts_event=1, ts_init=1, count=1))
+    bus.publish_nowait(heartbeat(1))
     await comp.stop()
-    bus.publish_nowait(Heartbeat(ts_event=2, ts_init=2, count=2))
+    bus.publish_nowait(heartbeat(2))
     assert seen == [1]
     assert sub not in bus.subscriptions

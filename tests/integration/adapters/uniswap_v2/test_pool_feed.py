@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from fractions import Fraction
 
 import pytest
@@ -17,19 +16,12 @@ from engine.clock import LiveClock
 from engine.config import Secrets
 from engine.events import Bar, OrderFilled
 from engine.registry import ComponentContext
-from tests.chain_helpers import TOKEN, Chain, Recorder, new_trader, order, outcome, start_chain
+from tests.chain_helpers import TOKEN, Chain, Recorder, new_trader, order, outcome
 
 pytest_plugins = ["tests.chain_fixtures"]
 
 pytestmark = pytest.mark.integration
 TIMEFRAME = 60
-
-
-@pytest.fixture
-def own_chain() -> Iterator[Chain]:
-    c = start_chain()
-    yield c
-    c.anvil.stop()
 
 
 def reserves(chain: Chain) -> tuple[int, int]:
