@@ -2,6 +2,7 @@
 
 ``chain`` (one anvil and one deployment per test module) is shared; every test gets
 its own funded ``trader`` account, so nonces and balances never leak between tests.
+``own_chain`` is a chain of one test's own, for tests that freeze or stop the node.
 """
 
 from __future__ import annotations
@@ -31,6 +32,14 @@ from tests.chain_helpers import (
 @pytest.fixture(scope="module")
 def chain() -> Iterator[Chain]:
     """An automining anvil with Uniswap V2 deployed, shared by one test module."""
+    c = start_chain()
+    yield c
+    c.anvil.stop()
+
+
+@pytest.fixture
+def own_chain() -> Iterator[Chain]:
+    """A chain for one test, free to freeze or to stop mining."""
     c = start_chain()
     yield c
     c.anvil.stop()

@@ -20,7 +20,8 @@ from adapters.uniswap_v2.artifacts import router_abi
 from adapters.uniswap_v2.deployment import UniswapV2Deployment, deploy_uniswap_v2, fund_account
 from adapters.uniswap_v2.executor import UniswapV2Executor, UniswapV2ExecutorConfig
 from engine.bus import EventBus
-from engine.events import Event, OrderFailed, OrderFilled, OrderRequest
+from engine.events import Event, OrderFailed, OrderFilled, OrderRequest, Side
+from tests import factories
 
 TOKEN = 10**18
 PRICE = 1000  # QUOTE per BASE when the pool is deployed
@@ -126,16 +127,11 @@ class ExecutorHarness:
 _ids = itertools.count()
 
 
-def order(side: str, amount_in: int, **kwargs) -> OrderRequest:
-    return OrderRequest(
-        ts_event=0,
-        ts_init=0,
-        order_id=f"o{next(_ids)}",
-        strategy_id="test",
-        symbol="BASE/QUOTE",
-        side=side,  # type: ignore[arg-type]
-        amount_in=amount_in,
-        **kwargs,
+def order(side: Side, amount_in: int, **kwargs: Any) -> OrderRequest:
+    """An order on the deployed BASE/QUOTE pair, with an id no other order here has."""
+    order_id = f"o{next(_ids)}"
+    return factories.order(
+        side, amount_in, ts=0, order_id=order_id, strategy_id="test", symbol="BASE/QUOTE", **kwargs
     )
 
 

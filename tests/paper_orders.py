@@ -1,27 +1,14 @@
-"""An ``OrderRequest`` factory for the paper executor's market and the order checks."""
+"""An ``OrderRequest`` for the paper executor's market and the order checks."""
 
 from __future__ import annotations
 
-from engine.events import OrderRequest
+from typing import Any
+
+from engine.events import OrderRequest, Side
+from tests import factories
 
 
-def order(
-    side: str,
-    amount_in: int,
-    order_id: str = "o1",
-    min_out: int = 0,
-    slippage: int = 50,
-    symbol: str = "WETH/USDC",
-) -> OrderRequest:
-    return OrderRequest(
-        ts_event=1,
-        ts_init=1,
-        correlation_id=f"corr-{order_id}",
-        order_id=order_id,
-        strategy_id="s",
-        symbol=symbol,
-        side=side,  # type: ignore[arg-type]
-        amount_in=amount_in,
-        max_slippage_bps=slippage,
-        min_amount_out=min_out,
-    )
+def order(side: Side, amount_in: int, order_id: str = "o1", **fields: Any) -> OrderRequest:
+    """An order whose correlation id names it: ``corr-<order_id>``."""
+    fields.update(order_id=order_id, correlation_id=f"corr-{order_id}")
+    return factories.order(side, amount_in, **fields)

@@ -1,4 +1,5 @@
-"""Shared set-up for tests of the paper-trading loop of config/paper.yaml."""
+"""Shared set-up for tests of the paper-trading loop of config/paper.yaml, run in the
+test's process or as a live daemon."""
 
 from __future__ import annotations
 
@@ -12,9 +13,16 @@ from engine.config_loading import load_engine_config
 from ml.pipeline import train_from_file
 from ml.registry import ModelRegistry
 from ml.training import TrainSettings
+from tests.paths import ROOT
+from tests.processes import free_port
 
-ROOT = Path(__file__).resolve().parents[1]
 MODEL = "btc-usdt-1h"
+STRATEGY = "btc-usdt-1h"  # the shipped strategy config: config/strategies/btc-usdt-1h.yaml
+DAEMON_END = "2022-12-31T23:00:00Z"
+# slow enough to outlast a test's config rewrites, fast enough to trade through them
+DAEMON_BARS_PER_SECOND = 20
+DAEMON_COMPONENTS = {"journal", "heartbeat", "replay", "features", "strategy_host", "portfolio",
+                     "paper_executor", "risk"}  # fmt: skip
 
 
 def train_small_model(root: Path) -> Path:
@@ -65,3 +73,25 @@ def paper_config(models: Path, journal: Path, end: str, **strategy_changes: Any)
         if entry["type"] == "prediction_api":
             entry["config"].update(models_dir=str(models))
     return {**shipped, "clock": "simulated"}
+
+
+def daemon_config(models: Path, tmp_path: Path, *, watch: bool) -> tuple[Path, Path, Path]:
+    """The paper loop for a daemon on a live clock at DAEMON_BARS_PER_SECOND, with its
+    API on a free port; written to ``tmp_path``: (config, strategies dir, journal)."""
+    journal = tmp_path / "journal.sqlite"
+    config = paper_config(models, journal, DAEMON_END)
+    config["components"] = [c for c in config["components"] if c["type"] in DAEMON_COMPONENTS]
+    for entry in config["components"]:
+        if entry["type"] == "replay":
+            entry["config"]["speed"] = 3600 * DAEMON_BARS_PER_SECOND
+        if entry["type"] == "strategy_host":
+            entry["config"]["watch"] = watch
+            strategies = Path(entry["config"]["dir"])
+    config.update(
+        clock="live",
+        api={"host": "127.0.0.1", "port": free_port()},
+        log={"format": "json", "level": "info"},
+    )
+    path = tmp_path / "engine.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path, strategies, journal

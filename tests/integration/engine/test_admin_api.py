@@ -7,7 +7,6 @@ import json
 import secrets
 import signal
 import urllib.request
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,16 +15,10 @@ import yaml
 from engine.admin import ADMIN_DISABLED
 from engine.app import Engine
 from engine.config import EngineConfig, Secrets
-from tests.integration.strategies.test_hot_swap import STRATEGY, daemon_config, wait_until
-from tests.paper_support import shared_small_model
-from tests.processes import EngineProcess, free_port
+from tests.paper_support import STRATEGY, daemon_config
+from tests.processes import EngineProcess, free_port, wait_until
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory) -> Path:
-    return shared_small_model(tmp_path_factory)
 
 
 class Client:

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.paths import ROOT
 from tests.processes import (
-    ROOT,
     EngineProcess,
     MakeRunProcess,
     free_port,

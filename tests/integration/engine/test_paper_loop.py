@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
-import pytest
 from prometheus_client import CollectorRegistry
 
 from engine.bus import EventBus
@@ -26,12 +24,7 @@ from engine.events import (
 from engine.journal import JournalReader
 from engine.reasons import Reason
 from engine.registry import build_component
-from tests.paper_support import paper_config, shared_small_model
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory) -> Path:
-    return shared_small_model(tmp_path_factory)
+from tests.paper_support import paper_config
 
 
 async def test_paper_loop_trades_real_history_consistently_and_journals_it(models, tmp_path):

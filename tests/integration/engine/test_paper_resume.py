@@ -13,17 +13,12 @@ import pytest
 import yaml
 
 from engine.journal import RUN_EVENT_TYPES
-from tests.paper_support import paper_config, shared_small_model
+from tests.paper_support import paper_config
 from tests.processes import EngineProcess, free_port
 
 pytestmark = pytest.mark.integration
 
 END = "2021-03-31T23:00:00Z"  # 2021-01-01..03-31: 2,160 hourly bars
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory) -> Path:
-    return shared_small_model(tmp_path_factory)
 
 
 def write(config: dict, path: Path) -> Path:

@@ -31,7 +31,8 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.paper_support import paper_config, shared_small_model
-from tests.processes import ROOT, EngineProcess, free_port
+from tests.paths import ROOT
+from tests.processes import EngineProcess, free_port
 
 pytestmark = pytest.mark.integration
 

@@ -7,11 +7,9 @@ import subprocess
 import sys
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from adapters.replay.market_data import SAMPLES_DIR
-from engine.candles import read_candles
 from ml.labels import make_dataset
 from ml.leakage import LeakageError
 from ml.pipeline import train_and_register
@@ -21,12 +19,6 @@ from ml.training import TrainSettings, check_training_set, time_ordered_split
 
 # A small, fast model zoo: enough to exercise the whole pipeline in seconds.
 FAST = {"time_limit": 20, "hyperparameters": {"GBM": {"num_boost_round": 50}}}
-
-
-@pytest.fixture(scope="module")
-def daily() -> pd.DataFrame:
-    frame, _, _ = read_candles(SAMPLES_DIR / "BTC-USD_1d.csv")
-    return frame
 
 
 @pytest.fixture(scope="module")

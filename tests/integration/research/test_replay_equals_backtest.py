@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pytest
 from prometheus_client import CollectorRegistry
 
 from adapters.replay.market_data import SAMPLES_DIR
@@ -22,15 +21,10 @@ from engine.registry import build_component
 from ml.features import compute
 from ml.serving import ServingModel
 from research.backtest import positions_from_probabilities
-from tests.paper_support import MODEL, paper_config, shared_small_model
+from tests.paper_support import MODEL, paper_config
 
 START, END = "2021-01-01T00:00:00Z", "2021-03-31T23:00:00Z"
 ENTER, EXIT = 0.6, 0.4  # the seed's thresholds
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory) -> Path:
-    return shared_small_model(tmp_path_factory)
 
 
 def all_in_config(models: Path, journal: Path) -> dict:

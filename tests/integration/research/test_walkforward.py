@@ -5,10 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from adapters.replay.market_data import SAMPLES_DIR
-from engine.candles import read_candles
 from ml.training import TrainSettings
-from research.walkforward import WalkForwardConfig, prepare_dataset, walk_forward
+from research.walkforward import WalkForwardConfig, walk_forward
 
 pytestmark = pytest.mark.integration
 
@@ -19,12 +17,6 @@ TINY = TrainSettings(
     hyperparameters={"GBM": {"num_boost_round": 50}},
     num_cpus=1,
 )
-
-
-@pytest.fixture(scope="module")
-def dataset():
-    frame, timeframe, _ = read_candles(SAMPLES_DIR / "BTC-USD_1d.csv")
-    return prepare_dataset(frame, timeframe, "stationary")
 
 
 @pytest.fixture(scope="module")

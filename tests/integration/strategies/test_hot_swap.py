@@ -16,42 +16,10 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.paper_support import paper_config, shared_small_model
-from tests.processes import EngineProcess, free_port
+from tests.paper_support import STRATEGY, daemon_config
+from tests.processes import EngineProcess, wait_until
 
 pytestmark = pytest.mark.integration
-
-STRATEGY = "btc-usdt-1h"
-END = "2022-12-31T23:00:00Z"
-BARS_PER_SECOND = 20  # slow enough to outlast the rewrites, fast enough to trade through them
-KEPT = {"journal", "heartbeat", "replay", "features", "strategy_host", "portfolio",
-        "paper_executor", "risk"}  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory) -> Path:
-    return shared_small_model(tmp_path_factory)
-
-
-def daemon_config(models: Path, tmp_path: Path, *, watch: bool) -> tuple[Path, Path, Path]:
-    """The paper loop on a live clock at BARS_PER_SECOND; (config, strategies dir, journal)."""
-    journal = tmp_path / "journal.sqlite"
-    config = paper_config(models, journal, END)
-    config["components"] = [c for c in config["components"] if c["type"] in KEPT]
-    for entry in config["components"]:
-        if entry["type"] == "replay":
-            entry["config"]["speed"] = 3600 * BARS_PER_SECOND
-        if entry["type"] == "strategy_host":
-            entry["config"]["watch"] = watch
-            strategies = Path(entry["config"]["dir"])
-    config.update(
-        clock="live",
-        api={"host": "127.0.0.1", "port": free_port()},
-        log={"format": "json", "level": "info"},
-    )
-    path = tmp_path / "engine.yaml"
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    return path, strategies, journal
 
 
 def http(port: int, path: str, method: str = "GET") -> tuple[int, Any]:
@@ -67,16 +35,6 @@ def strategies_status(port: int) -> dict[str, Any]:
     _, body = http(port, "/status")
     (component,) = [c for c in body["components"] if c["name"] == "strategy"]
     return component["status"]
-
-
-def wait_until(predicate, timeout: float, what: str) -> float:
-    """Seconds until ``predicate()`` held (polling), or fail naming ``what``."""
-    started = time.monotonic()
-    while not predicate():
-        if time.monotonic() - started > timeout:
-            raise AssertionError(f"not within {timeout} s: {what}")
-        time.sleep(0.01)
-    return time.monotonic() - started
 
 
 def write_atomically(path: Path, text: str) -> str:

@@ -9,24 +9,7 @@ import pytest
 
 from engine.bus import Backpressure, BusClosedError, EventBus
 from engine.events import Bar, Event, Features, Heartbeat
-
-
-def beat(n: int) -> Heartbeat:
-    return Heartbeat(ts_event=n, ts_init=n, count=n)
-
-
-def bar(n: int) -> Bar:
-    return Bar(
-        ts_event=n,
-        ts_init=n,
-        symbol="BTC/USDT",
-        timeframe="1h",
-        open=1.0,
-        high=1.0,
-        low=1.0,
-        close=1.0,
-        volume=0.0,
-    )
+from tests.factories import bar, heartbeat
 
 
 def features_for(b: Bar) -> Features:
@@ -54,7 +37,7 @@ class GatedRecorder:
 
 def test_publish_stamps_increasing_sequence_numbers():
     bus = EventBus()
-    events = [beat(i) for i in range(5)]
+    events = [heartbeat(i) for i in range(5)]
     seqs = [bus.publish_nowait(e) for e in events]
     assert seqs == [1, 2, 3, 4, 5]
     assert [e.seq for e in events] == seqs
@@ -67,8 +50,8 @@ def test_subscriber_receives_its_type_and_wildcard_receives_everything():
     everything: list[Event] = []
     bus.subscribe(Heartbeat, beats.append)
     bus.subscribe(Event, everything.append)
-    bus.publish_nowait(beat(1))
-    bus.publish_nowait(bar(2))
+    bus.publish_nowait(heartbeat(1))
+    bus.publish_nowait(bar(ts=2, symbol="BTC/USDT", volume=0.0))
     assert [type(e) for e in beats] == [Heartbeat]
     assert [type(e) for e in everything] == [Heartbeat, Bar]
 
@@ -79,7 +62,7 @@ def test_sync_subscribers_see_events_in_publish_order():
     bus.subscribe(Heartbeat, lambda e: seen["a"].append(e.count), name="a")
     bus.subscribe(Heartbeat, lambda e: seen["b"].append(e.count), name="b")
     for i in range(1000):
-        bus.publish_nowait(beat(i))
+        bus.publish_nowait(heartbeat(i))
     assert seen["a"] == list(range(1000))
     assert seen["b"] == list(range(1000))
 
@@ -91,7 +74,7 @@ def test_event_published_by_a_handler_reaches_everyone_after_the_current_event()
     journal: list[int] = []
     bus.subscribe(Event, lambda e: journal.append(e.seq), name="journal")
     for i in range(100):
-        bus.publish_nowait(bar(i))
+        bus.publish_nowait(bar(ts=i, symbol="BTC/USDT", volume=0.0))
     assert journal == list(range(1, 201))
 
 
@@ -105,7 +88,7 @@ async def test_async_subscriber_sees_events_in_publish_order():
 
     bus.subscribe(Heartbeat, slow_then_fast)
     for i in range(500):
-        await bus.publish(beat(i))
+        await bus.publish(heartbeat(i))
     await bus.drain()
     assert seen == list(range(1, 501))
 
@@ -122,7 +105,7 @@ async def test_mixed_sync_and_async_subscribers_each_keep_order():
     bus.subscribe(Event, record)
     bus.subscribe(Bar, lambda b: bus.publish_nowait(features_for(b)))
     for i in range(200):
-        await bus.publish(bar(i))
+        await bus.publish(bar(ts=i, symbol="BTC/USDT", volume=0.0))
     await bus.drain()
     assert sync_seen == list(range(1, 401))
     assert async_seen == list(range(1, 401))
@@ -141,7 +124,7 @@ def test_failing_sync_handler_does_not_stop_delivery_to_others():
     sub = bus.subscribe(Heartbeat, explode, name="explode")
     bus.subscribe(Heartbeat, lambda e: after.append(e.count), name="after")
     for i in range(10):
-        bus.publish_nowait(beat(i))
+        bus.publish_nowait(heartbeat(i))
     assert before == after == list(range(10))
     assert sub.errors == {"Heartbeat": 5}
     assert sub.delivered == 10
@@ -163,7 +146,7 @@ async def test_failing_async_handler_keeps_consuming_and_others_are_unaffected()
     sub = bus.subscribe(Heartbeat, flaky)
     bus.subscribe(Heartbeat, steady)
     for i in range(6):
-        await bus.publish(beat(i))
+        await bus.publish(heartbeat(i))
     await bus.drain()
     assert handled == [0, 1, 2, 4, 5]
     assert other == list(range(6))
@@ -178,7 +161,7 @@ async def test_block_policy_holds_the_publisher_until_the_consumer_catches_up():
 
     async def source() -> None:
         for i in range(10):
-            await bus.publish(beat(i))
+            await bus.publish(heartbeat(i))
             published.append(i)
 
     task = asyncio.create_task(source())
@@ -199,7 +182,7 @@ async def test_publish_nowait_never_waits_even_when_a_block_queue_is_full():
     gate = GatedRecorder()
     sub = bus.subscribe(Heartbeat, gate.handle, capacity=2, backpressure=Backpressure.BLOCK)
     for i in range(5):
-        bus.publish_nowait(beat(i))
+        bus.publish_nowait(heartbeat(i))
     assert sub.depth == 5  # held, not lost: backpressure applies to awaiting sources
     gate.release.set()
     await bus.drain()
@@ -213,11 +196,11 @@ async def test_a_handler_republishing_into_a_full_block_queue_does_not_deadlock(
     async def echo(event: Heartbeat) -> None:
         seen.append(event.count)
         if event.count < 50:
-            await bus.publish(beat(event.count + 100))
+            await bus.publish(heartbeat(event.count + 100))
 
     bus.subscribe(Heartbeat, echo, capacity=1, backpressure=Backpressure.BLOCK)
     for i in range(50):
-        await bus.publish(beat(i))
+        await bus.publish(heartbeat(i))
     await asyncio.wait_for(bus.drain(), 2)
     assert sorted(seen) == sorted([*range(50), *range(100, 150)])
 
@@ -226,10 +209,10 @@ async def test_drop_oldest_discards_the_oldest_and_counts_them():
     bus = EventBus()
     gate = GatedRecorder()
     sub = bus.subscribe(Heartbeat, gate.handle, capacity=4, backpressure=Backpressure.DROP_OLDEST)
-    await bus.publish(beat(0))
+    await bus.publish(heartbeat(0))
     await asyncio.sleep(0)  # the consumer takes event 0 and waits on the gate
     for i in range(1, 21):
-        await asyncio.wait_for(bus.publish(beat(i)), 0.5)  # never blocks
+        await asyncio.wait_for(bus.publish(heartbeat(i)), 0.5)  # never blocks
     assert sub.depth == 4
     assert sub.dropped == 16
     gate.release.set()
@@ -257,7 +240,7 @@ async def test_drain_delivers_everything_queued_including_events_caused_by_handl
     bus.subscribe(Features, features_sink, capacity=8, backpressure=Backpressure.DROP_OLDEST)
     bus.subscribe(Event, journal, capacity=10_000)
     for i in range(300):
-        bus.publish_nowait(bar(i))
+        bus.publish_nowait(bar(ts=i, symbol="BTC/USDT", volume=0.0))
     await bus.drain()
     assert bus.sequence == 600
     assert sorted(received["journal"]) == list(range(1, 601))
@@ -275,11 +258,11 @@ async def test_close_drains_then_rejects_publishing():
 
     bus.subscribe(Heartbeat, record)
     for i in range(100):
-        bus.publish_nowait(beat(i))
+        bus.publish_nowait(heartbeat(i))
     await bus.close()
     assert handled == list(range(100))
     with pytest.raises(BusClosedError):
-        bus.publish_nowait(beat(101))
+        bus.publish_nowait(heartbeat(101))
 
 
 async def test_unsubscribed_async_handler_finishes_what_was_queued():
@@ -291,9 +274,9 @@ async def test_unsubscribed_async_handler_finishes_what_was_queued():
 
     sub = bus.subscribe(Heartbeat, record)
     for i in range(5):
-        bus.publish_nowait(beat(i))
+        bus.publish_nowait(heartbeat(i))
     bus.unsubscribe(sub)
-    bus.publish_nowait(beat(99))
+    bus.publish_nowait(heartbeat(99))
     await bus.drain()
     assert handled == [0, 1, 2, 3, 4]
 
@@ -306,7 +289,7 @@ def test_subscriptions_registered_before_the_loop_runs_are_consumed_once_started
         handled.append(event.count)
 
     bus.subscribe(Heartbeat, record)
-    bus.publish_nowait(beat(1))
+    bus.publish_nowait(heartbeat(1))
 
     async def main() -> None:
         bus.start()
@@ -327,7 +310,7 @@ def test_handler_latency_is_sampled_one_event_in_n():
     bus = EventBus(latency_sample_every=4)
     sub = bus.subscribe(Heartbeat, lambda e: None)
     for i in range(40):
-        bus.publish_nowait(beat(i))
+        bus.publish_nowait(heartbeat(i))
     assert sub.delivered == 40
     assert sub.latency.count == 10
     assert sub.latency.cumulative()[-1] == 10
@@ -341,7 +324,7 @@ async def test_async_handler_latency_is_recorded():
 
     sub = bus.subscribe(Heartbeat, slow)
     for i in range(3):
-        bus.publish_nowait(beat(i))
+        bus.publish_nowait(heartbeat(i))
     await bus.drain()
     assert sub.latency.count == 3
     assert sub.latency.sum_ns >= 3 * 2_000_000

@@ -19,7 +19,8 @@ from engine.component import (
     start_order,
 )
 from engine.config import Secrets
-from engine.events import Bar, ComponentStateChanged
+from engine.events import ComponentStateChanged
+from tests.factories import bar, heartbeat
 
 
 class Recorder(Component):
@@ -158,9 +159,9 @@ async def test_subscriptions_made_through_the_component_end_when_it_stops():
     await comp.start()
     sub = comp.subscribe(Heartbeat, lambda e: seen.append(e.count))
     assert sub.name == "feed.<lambda>"
-    bus.publish_nowait(Heartbeat(ts_event=1, ts_init=1, count=1))
+    bus.publish_nowait(heartbeat(1))
     await comp.stop()
-    bus.publish_nowait(Heartbeat(ts_event=2, ts_init=2, count=2))
+    bus.publish_nowait(heartbeat(2))
     assert seen == [1]
     assert sub not in bus.subscriptions
 
@@ -207,18 +208,6 @@ def test_context_market_view_follows_the_bars_on_its_own_bus_only():
     context = ComponentContext(bus, SimulatedClock(), CollectorRegistry(), Secrets())
     elsewhere = ComponentContext(other, SimulatedClock(), CollectorRegistry(), Secrets())
     price = 123.5
-    bus.publish_nowait(
-        Bar(
-            ts_event=1,
-            ts_init=1,
-            symbol="BTC/USDT",
-            timeframe="1h",
-            open=price,
-            high=price,
-            low=price,
-            close=price,
-            volume=0.0,
-        )
-    )
+    bus.publish_nowait(bar(price, symbol="BTC/USDT"))
     assert context.market_view.last_price("BTC/USDT") == price
     assert elsewhere.market_view.last_price("BTC/USDT") is None

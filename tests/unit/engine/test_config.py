@@ -13,8 +13,7 @@ from engine.cli import main as cli_main
 from engine.config import ConfigError, Secrets
 from engine.config_docs import render_configuration_reference
 from engine.config_loading import load_engine_config
-
-ROOT = Path(__file__).resolve().parents[3]
+from tests.paths import ROOT
 
 
 def write(tmp_path: Path, text: str) -> Path:

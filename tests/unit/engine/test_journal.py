@@ -16,22 +16,21 @@ from engine.cli import main as cli_main
 from engine.clock import SimulatedClock
 from engine.component import ComponentContext
 from engine.config import Secrets
-from engine.events import Heartbeat, OrderFilled, OrderRequest
+from engine.events import OrderFilled, OrderRequest
 from engine.journal import Journal, JournalConfig, JournalReader
+from tests import factories
 
 
 def order(n: int) -> OrderRequest:
-    return OrderRequest(
-        ts_event=n, ts_init=n, correlation_id=f"bar-{n}", order_id=f"o-{n}",
-        strategy_id="ml", symbol="WETH/USDC", side="BUY", amount_in=10**6 * n,
-    )  # fmt: skip
+    """The ``n``-th buy, made on bar ``n``."""
+    return factories.order(
+        "BUY", 10**6 * n, ts=n, order_id=f"o-{n}", strategy_id="ml", correlation_id=f"bar-{n}"
+    )
 
 
 def fill(n: int) -> OrderFilled:
-    return OrderFilled(
-        ts_event=n, ts_init=n, order_id=f"o-{n}", symbol="WETH/USDC", side="BUY",
-        amount_in=10**6 * n, amount_out=10**15 * n, price=1000.0,
-    )  # fmt: skip
+    """The fill of :func:`order` ``n``."""
+    return factories.fill("BUY", 10**6 * n, 10**15 * n, 1000.0, ts=n, order_id=f"o-{n}")
 
 
 def make_journal(tmp_path, **settings) -> tuple[EventBus, Journal]:
@@ -44,7 +43,7 @@ def make_journal(tmp_path, **settings) -> tuple[EventBus, Journal]:
 async def test_every_event_is_journalled_in_order_and_reads_back_as_itself(tmp_path):
     bus, journal = make_journal(tmp_path)
     await journal.start()
-    published = [Heartbeat(ts_event=i, ts_init=i, count=i) for i in range(100)]
+    published = [factories.heartbeat(i) for i in range(100)]
     published.append(order(1))
     for event in published:
         bus.publish_nowait(event)
@@ -72,7 +71,7 @@ async def test_an_order_is_on_disk_before_the_next_subscriber_sees_it(tmp_path):
 
     bus.subscribe(OrderRequest, executor)
     for n in range(1, 6):
-        bus.publish_nowait(Heartbeat(ts_event=n, ts_init=n, count=n))
+        bus.publish_nowait(factories.heartbeat(n))
         bus.publish_nowait(order(n))
     await journal.stop()
     assert seen_on_disk == [True] * 5
@@ -142,7 +141,7 @@ async def test_a_resumed_run_appends_only_what_comes_after_the_journalled_events
     await first.start()
     for n in (1, 2, 3):
         first_bus.publish_nowait(order(n))
-    first_bus.publish_nowait(Heartbeat(ts_event=1, ts_init=1, count=1))
+    first_bus.publish_nowait(factories.heartbeat(1))
     await first.stop()
 
     # The restarted engine re-produces orders 1-3 (a deterministic catch-up), then goes on.
@@ -150,7 +149,7 @@ async def test_a_resumed_run_appends_only_what_comes_after_the_journalled_events
     await journal.start()
     for n in (1, 2, 3, 4, 5):
         bus.publish_nowait(order(n))
-    bus.publish_nowait(Heartbeat(ts_event=2, ts_init=2, count=1))
+    bus.publish_nowait(factories.heartbeat(1, ts=2))
     await journal.stop()
     assert journal.skipped == 3
     reader = JournalReader.open(tmp_path / "j.sqlite")

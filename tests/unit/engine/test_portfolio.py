@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -12,8 +14,9 @@ from engine.bus import EventBus
 from engine.clock import SimulatedClock
 from engine.component import ComponentContext, ComponentLookup
 from engine.config import Secrets
-from engine.events import Bar, OrderFilled, PortfolioUpdate
+from engine.events import Bar, OrderFilled, PortfolioUpdate, Side
 from engine.portfolio import Portfolio, PortfolioConfig
+from tests import factories
 
 USDC = 10**6
 ETH = 10**18
@@ -21,44 +24,16 @@ WETH_USDC = {"symbol": "WETH/USDC", "base_decimals": 18, "quote_decimals": 6}
 
 
 def bar(close: float, symbol: str = "WETH/USDC", ts: int = 1) -> Bar:
-    return Bar(
-        ts_event=ts,
-        ts_init=ts,
-        correlation_id=f"bar-{ts}",
-        symbol=symbol,
-        timeframe="1h",
-        open=close,
-        high=close,
-        low=close,
-        close=close,
-        volume=0.0,
-    )
+    """A bar without volume whose correlation id names its time: ``bar-<ts>``."""
+    return factories.bar(close, ts=ts, symbol=symbol, volume=0.0, correlation_id=f"bar-{ts}")
 
 
 def fill(
-    side: str,
-    amount_in: int,
-    amount_out: int,
-    price: float,
-    *,
-    fee_paid: int = 0,
-    gas_cost_wei: int = 0,
-    symbol: str = "WETH/USDC",
-    order_id: str = "o",
+    side: Side, amount_in: int, amount_out: int, price: float, *, order_id: str = "o", **fields: Any
 ) -> OrderFilled:
-    return OrderFilled(
-        ts_event=2,
-        ts_init=2,
-        correlation_id=f"c-{order_id}",
-        order_id=order_id,
-        symbol=symbol,
-        side=side,  # type: ignore[arg-type]
-        amount_in=amount_in,
-        amount_out=amount_out,
-        price=price,
-        fee_paid=fee_paid,
-        gas_cost_wei=gas_cost_wei,
-    )
+    """A fill at time 2 whose correlation id names its order: ``c-<order_id>``."""
+    fields.update(ts=2, order_id=order_id, correlation_id=f"c-{order_id}")
+    return factories.fill(side, amount_in, amount_out, price, **fields)
 
 
 def make_portfolio(

@@ -23,18 +23,17 @@ from engine.clock import NANOS_PER_SECOND, SimulatedClock
 from engine.component import ComponentContext, ComponentGraph
 from engine.config import ComponentConfig, Secrets
 from engine.events import (
-    Bar,
     OrderFailed,
     OrderFilled,
     OrderRequest,
     RiskRejected,
     RiskStateChanged,
-    Signal,
 )
 from engine.market_view import BusMarketView
 from engine.portfolio import Portfolio, PortfolioConfig
 from engine.registry import build_component
 from engine.risk import RiskConfig, RiskManager, RiskState, order_id_for
+from tests import factories
 
 USDC = 10**6
 ETH = 10**18
@@ -101,20 +100,7 @@ class Rig:
     def bar(self, close: float, after_ns: int = HOUR) -> None:
         self.clock.advance_to(self.clock.timestamp_ns() + after_ns)
         now = self.clock.timestamp_ns()
-        self.bus.publish_nowait(
-            Bar(
-                ts_event=now,
-                ts_init=now,
-                correlation_id=f"WETH/USDC|1h|{now}",
-                symbol="WETH/USDC",
-                timeframe="1h",
-                open=close,
-                high=close,
-                low=close,
-                close=close,
-                volume=1.0,
-            )
-        )
+        self.bus.publish_nowait(factories.bar(close, ts=now, correlation_id=f"WETH/USDC|1h|{now}"))
 
     def signal(
         self, action: str, symbol: str = "WETH/USDC", correlation_id: str | None = None
@@ -124,16 +110,13 @@ class Rig:
         before = len(self.decisions)
         now = self.clock.timestamp_ns()
         self.bus.publish_nowait(
-            Signal(
-                ts_event=now,
-                ts_init=now,
+            factories.signal(
+                action,  # type: ignore[arg-type]
+                ts=now,
                 correlation_id=correlation_id or f"sig-{self._signals}",
-                strategy_id="ml",
                 symbol=symbol,
                 prediction=1 if action == "BUY" else 0,
                 probability_up=0.9 if action == "BUY" else 0.1,
-                confidence="high",
-                action=action,  # type: ignore[arg-type]
             )
         )
         made = self.decisions[before:]
@@ -467,31 +450,8 @@ async def test_components_built_from_config_find_the_portfolio_and_the_shared_ma
     bus.subscribe(OrderRequest, decisions.append)
     bus.subscribe(RiskRejected, decisions.append)
     now = clock.timestamp_ns()
-    bus.publish_nowait(
-        Bar(
-            ts_event=now,
-            ts_init=now,
-            symbol="WETH/USDC",
-            timeframe="1h",
-            open=2e3,
-            high=2e3,
-            low=2e3,
-            close=2e3,
-            volume=0.0,
-        )
-    )
-    signal = Signal(
-        ts_event=now,
-        ts_init=now,
-        correlation_id="c",
-        strategy_id="ml",
-        symbol="WETH/USDC",
-        prediction=1,
-        probability_up=0.9,
-        confidence="high",
-        action="BUY",
-    )
-    bus.publish_nowait(signal)
+    bus.publish_nowait(factories.bar(2e3, ts=now, volume=0.0))
+    bus.publish_nowait(factories.signal("BUY", ts=now, correlation_id="c"))
     # 1,000 into the paper executor's default 1,000,000 pool: 39.9 bps with the fee; the
     # check only runs because the risk manager sees the executor's reserves
     assert [type(d).__name__ for d in decisions] == ["RiskRejected"]
@@ -510,19 +470,9 @@ async def test_risk_manager_without_a_portfolio_on_its_engine_fails_to_start_cle
 
 
 def test_order_id_changes_with_strategy_symbol_and_action():
-    base = dict(
-        ts_event=1,
-        ts_init=1,
-        correlation_id="c",
-        strategy_id="a",
-        symbol="X/Y",
-        prediction=1,
-        probability_up=0.9,
-        confidence="high",
-        action="BUY",
-    )
+    base = {"correlation_id": "c", "strategy_id": "a", "symbol": "X/Y", "action": "BUY"}
     ids = {
-        order_id_for(Signal(**{**base, **change}))  # type: ignore[arg-type]
+        order_id_for(factories.signal(**{**base, **change}))
         for change in ({}, {"strategy_id": "b"}, {"symbol": "Z/Y"}, {"action": "SELL"})
     }
     assert len(ids) == 4

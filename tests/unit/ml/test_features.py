@@ -22,12 +22,6 @@ def hourly() -> pd.DataFrame:
     return frame
 
 
-@pytest.fixture(scope="module")
-def daily() -> pd.DataFrame:
-    frame, _, _ = read_candles(SAMPLES_DIR / "BTC-USD_1d.csv")
-    return frame
-
-
 def test_seed_set_has_exactly_the_seed_columns():
     assert FEATURE_SETS["seed"].columns == (
         "Open", "High", "Low", "Close", "Volume", "SMA_20", "SMA_50", "RSI",

@@ -12,20 +12,17 @@ from engine.config import ComponentConfig, Secrets
 from engine.events import Bar, Confidence, Signal
 from engine.registry import build_component, validate_component_settings
 from ml.monitoring import ModelMonitor
+from tests import factories
 
 HOUR_NS = 3_600 * 10**9
 BTC, ETH = "BTC/USDT", "ETH/USDT"
 
 
-def bar(hour: int, close: float, symbol: str = BTC) -> Bar:
-    ts = hour * HOUR_NS
-    return Bar(
-        ts_event=ts, ts_init=ts, symbol=symbol, timeframe="1h",
-        open=close, high=close, low=close, close=close, volume=1.0,
-    )  # fmt: skip
+def bar_at(hour: int, close: float, symbol: str = BTC) -> Bar:
+    return factories.bar(close, ts=hour * HOUR_NS, symbol=symbol)
 
 
-def signal(
+def signal_at(
     hour: int,
     prediction: int,
     strategy: str = "alpha",
@@ -33,9 +30,9 @@ def signal(
     symbol: str = BTC,
     confidence: Confidence = "medium",
 ) -> Signal:
-    ts = hour * HOUR_NS
-    return Signal(
-        ts_event=ts, ts_init=ts, strategy_id=strategy, symbol=symbol, prediction=prediction,
+    """A HOLD signal made on ``hour``, 0.6 sure of its ``prediction``."""
+    return factories.signal(
+        "HOLD", ts=hour * HOUR_NS, strategy_id=strategy, symbol=symbol, prediction=prediction,
         probability_up=0.6 if prediction else 0.4, confidence=confidence, model_version=version,
     )  # fmt: skip
 
@@ -73,30 +70,30 @@ async def engine() -> Engine:
 
 
 async def test_each_prediction_is_scored_against_the_next_bar_of_its_symbol(engine):
-    engine.publish(bar(0, 100.0), signal(0, 1))  # predicts up
+    engine.publish(bar_at(0, 100.0), signal_at(0, 1))  # predicts up
     assert (engine.scored(), engine.accuracy()) == (0, None)  # nothing before the next bar
-    engine.publish(bar(1, 101.0), signal(1, 1))  # up: right; predicts up again
+    engine.publish(bar_at(1, 101.0), signal_at(1, 1))  # up: right; predicts up again
     assert (engine.scored(), engine.accuracy()) == (1, 1.0)
-    engine.publish(bar(2, 100.0), signal(2, 0))  # down: wrong; predicts down
-    engine.publish(bar(3, 100.0), signal(3, 1))  # flat counts as not up: right; predicts up
-    engine.publish(bar(4, 99.0))  # down: wrong
+    engine.publish(bar_at(2, 100.0), signal_at(2, 0))  # down: wrong; predicts down
+    engine.publish(bar_at(3, 100.0), signal_at(3, 1))  # flat counts as not up: right; predicts up
+    engine.publish(bar_at(4, 99.0))  # down: wrong
     assert engine.scored() == 4
     assert engine.accuracy() == pytest.approx(2 / 4)
 
 
 async def test_a_bar_of_another_symbol_does_not_score_the_prediction(engine):
-    engine.publish(bar(0, 100.0), signal(0, 1))
-    engine.publish(bar(1, 50.0, symbol=ETH))
+    engine.publish(bar_at(0, 100.0), signal_at(0, 1))
+    engine.publish(bar_at(1, 50.0, symbol=ETH))
     assert engine.scored() == 0
-    engine.publish(bar(1, 90.0))  # BTC fell: the up prediction was wrong
+    engine.publish(bar_at(1, 90.0))  # BTC fell: the up prediction was wrong
     assert (engine.scored(), engine.accuracy()) == (1, 0.0)
 
 
 async def test_a_signal_whose_bar_was_not_seen_is_not_scored(engine):
-    engine.publish(bar(0, 100.0), signal(1, 1))  # made on hour 1, which never arrived
-    engine.publish(bar(2, 120.0))
+    engine.publish(bar_at(0, 100.0), signal_at(1, 1))  # made on hour 1, which never arrived
+    engine.publish(bar_at(2, 120.0))
     assert engine.scored() == 0
-    engine.publish(bar(2, 120.0))  # a repeated bar is ignored, not scored
+    engine.publish(bar_at(2, 120.0))  # a repeated bar is ignored, not scored
     assert engine.scored() == 0
 
 
@@ -105,23 +102,23 @@ async def test_the_accuracy_covers_only_the_last_window_of_predictions():
     await engine.monitor.start()
     closes = [100.0, 101.0, 102.0, 101.0, 100.0, 99.0]  # up, up, down, down, down
     for hour, close in enumerate(closes):
-        engine.publish(bar(hour, close), signal(hour, 1))  # always predicts up
+        engine.publish(bar_at(hour, close), signal_at(hour, 1))  # always predicts up
     assert engine.scored() == 5  # the last signal waits for its bar
     assert engine.accuracy() == 0.0  # the two right ones have left the window of 3
-    engine.publish(bar(6, 150.0))
+    engine.publish(bar_at(6, 150.0))
     assert engine.accuracy() == pytest.approx(1 / 3)
 
 
 async def test_strategies_are_scored_separately(engine):
-    engine.publish(bar(0, 100.0), signal(0, 1, "alpha"), signal(0, 0, "beta"))
-    engine.publish(bar(1, 110.0))
+    engine.publish(bar_at(0, 100.0), signal_at(0, 1, "alpha"), signal_at(0, 0, "beta"))
+    engine.publish(bar_at(1, 110.0))
     assert (engine.accuracy("alpha"), engine.accuracy("beta")) == (1.0, 0.0)
     assert (engine.scored("alpha"), engine.scored("beta")) == (1, 1)
 
 
 async def test_signals_are_counted_by_confidence(engine):
-    engine.publish(bar(0, 100.0), signal(0, 1), signal(0, 0, "beta"))
-    engine.publish(bar(1, 100.0), signal(1, 1, confidence="high"))
+    engine.publish(bar_at(0, 100.0), signal_at(0, 1), signal_at(0, 0, "beta"))
+    engine.publish(bar_at(1, 100.0), signal_at(1, 1, confidence="high"))
     counts = {
         c: engine.value("trade_engine_model_signals_total", strategy="alpha", confidence=c)
         for c in ("high", "medium", "low")
@@ -133,30 +130,30 @@ async def test_signals_are_counted_by_confidence(engine):
 
 
 async def test_model_info_follows_the_version_in_use_and_the_window_restarts(engine):
-    engine.publish(bar(0, 100.0), signal(0, 1, version="m/1"))
-    engine.publish(bar(1, 110.0), signal(1, 1, version="m/1"))
+    engine.publish(bar_at(0, 100.0), signal_at(0, 1, version="m/1"))
+    engine.publish(bar_at(1, 110.0), signal_at(1, 1, version="m/1"))
     assert engine.value("trade_engine_model_info", strategy="alpha", model_version="m/1") == 1
     assert engine.accuracy() == 1.0
 
-    engine.publish(bar(2, 90.0), signal(2, 1, version="m/2"))  # m/1 was wrong, then m/2
+    engine.publish(bar_at(2, 90.0), signal_at(2, 1, version="m/2"))  # m/1 was wrong, then m/2
     assert engine.value("trade_engine_model_info", strategy="alpha", model_version="m/2") == 1
     exposition = generate_latest(engine.registry).decode()
     assert 'model_version="m/1"' not in exposition  # the old label set is gone
     assert engine.accuracy() is None  # m/2 has no score yet
     assert engine.scored() == 2  # the counter keeps counting across versions
-    engine.publish(bar(3, 80.0))
+    engine.publish(bar_at(3, 80.0))
     assert (engine.accuracy(), engine.scored()) == (0.0, 3)
 
 
 async def test_metrics_are_unregistered_on_stop_and_a_second_monitor_is_refused(engine):
-    engine.publish(bar(0, 100.0), signal(0, 1), bar(1, 101.0))
+    engine.publish(bar_at(0, 100.0), signal_at(0, 1), bar_at(1, 101.0))
     second = build_component(ComponentConfig(name="monitor2", type="model_monitor"), engine.context)
     with pytest.raises(RuntimeError, match="one model_monitor per engine"):
         await second.start()
 
     await engine.monitor.stop()
     assert "trade_engine_model" not in generate_latest(engine.registry).decode()
-    engine.publish(bar(2, 102.0))  # unsubscribed: no error, no effect
+    engine.publish(bar_at(2, 102.0))  # unsubscribed: no error, no effect
     assert engine.monitor.scores["alpha"].scored_total == 1
 
 

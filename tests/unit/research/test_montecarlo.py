@@ -8,22 +8,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from adapters.replay.market_data import SAMPLES_DIR
-from engine.candles import read_candles
 from ml.training import TrainSettings
 from research.montecarlo import block_bootstrap, block_starts, sample_positions
-from research.walkforward import WalkForwardConfig, prepare_dataset, walk_forward
+from research.walkforward import WalkForwardConfig, walk_forward
 
 TINY = TrainSettings(
     feature_set="stationary", time_limit=10, hyperparameters={"GBM": {"num_boost_round": 50}}
 )
 DAY = 86_400.0
-
-
-@pytest.fixture(scope="module")
-def dataset():
-    frame, timeframe, _ = read_candles(SAMPLES_DIR / "BTC-USD_1d.csv")
-    return prepare_dataset(frame, timeframe, "stationary")
 
 
 @pytest.fixture(scope="module")

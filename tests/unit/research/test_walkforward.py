@@ -10,27 +10,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adapters.replay.market_data import SAMPLES_DIR
-from engine.candles import read_candles
 from ml.leakage import LeakageError
 from ml.training import TrainSettings
 from research import walkforward
 from research.walkforward import (
     WalkForwardConfig,
     make_folds,
-    prepare_dataset,
     walk_forward,
 )
 
 TINY = TrainSettings(
     feature_set="stationary", time_limit=10, hyperparameters={"GBM": {"num_boost_round": 50}}
 )
-
-
-@pytest.fixture(scope="module")
-def dataset() -> walkforward.Dataset:
-    frame, timeframe, _ = read_candles(SAMPLES_DIR / "BTC-USD_1d.csv")
-    return prepare_dataset(frame, timeframe, "stationary")
 
 
 @st.composite

@@ -26,14 +26,10 @@ from strategies.host import (
     StrategyHostConfig,
 )
 from strategies.ml_direction import MLDirectionConfig, MLDirectionStrategy, confidence_of
-from tests.paper_support import MODEL, shared_small_model
+from tests.paper_support import MODEL
+from tests.paths import ROOT
 
 VALID = {"model": MODEL, "feature_set": "stationary", "trade_on": "medium"}
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory) -> Path:
-    return shared_small_model(tmp_path_factory)
 
 
 def problems(path: Path, text: str) -> list[str]:
@@ -97,8 +93,7 @@ def test_a_valid_file_gives_its_instance_name_settings_and_the_sha256_of_its_byt
 
 
 def test_the_shipped_strategy_config_is_valid():
-    root = Path(__file__).resolve().parents[3]
-    parsed = read_strategy_file(root / "config" / "strategies" / "btc-usdt-1h.yaml")
+    parsed = read_strategy_file(ROOT / "config" / "strategies" / "btc-usdt-1h.yaml")
     assert parsed.settings.model == "btc-usdt-1h"
     assert parsed.settings.train_if_missing is not None
 

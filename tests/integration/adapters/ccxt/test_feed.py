@@ -32,7 +32,8 @@ from engine.config import Secrets
 from engine.events import Bar, ComponentStateChanged
 from engine.registry import resolve_component_type
 from tests.fake_exchange import HOUR_MS, Candle, FakeBinance, load_source_rows
-from tests.processes import ROOT, free_port
+from tests.paths import ROOT
+from tests.processes import free_port
 
 pytestmark = pytest.mark.integration
 

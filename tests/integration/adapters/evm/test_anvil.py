@@ -13,7 +13,7 @@ import urllib.error
 import pytest
 
 from adapters.evm.anvil import Anvil, AnvilError, AnvilOptions, rpc_call
-from tests.processes import ROOT
+from tests.paths import ROOT
 
 pytestmark = pytest.mark.integration
 

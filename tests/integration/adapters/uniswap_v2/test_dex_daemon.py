@@ -19,18 +19,14 @@ import yaml
 
 from adapters.evm.anvil import rpc_call
 from engine.config_loading import load_engine_config
-from tests.paper_support import ROOT, shared_small_model, write_strategies
+from tests.paper_support import write_strategies
+from tests.paths import ROOT
 from tests.processes import EngineProcess, free_port, process_alive
 
 pytestmark = pytest.mark.integration
 
 START, END = "2021-01-01T00:00:00Z", "2021-01-10T23:00:00Z"
 BARS = 240
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory) -> Path:
-    return shared_small_model(tmp_path_factory)
 
 
 def journal_rows(path: Path, *types: str) -> list[tuple[str, dict[str, Any]]]:

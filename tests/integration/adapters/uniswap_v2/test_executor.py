@@ -10,7 +10,8 @@ from web3 import AsyncHTTPProvider, AsyncWeb3
 from adapters.uniswap_v2.artifacts import erc20_abi, router_abi
 from adapters.uniswap_v2.executor import OrderStatus
 from engine.clock import SimulatedClock
-from engine.events import OrderFailed, OrderFilled, OrderRequest, OrderSubmitted
+from engine.events import OrderFailed, OrderFilled, OrderSubmitted
+from tests import factories
 from tests.chain_helpers import TOKEN, Chain, new_trader, order, outcome, quote
 
 pytest_plugins = ["tests.chain_fixtures"]
@@ -175,15 +176,7 @@ async def test_revoked_allowance_fails_clearly_then_next_order_reapproves_after_
 
 async def test_unknown_symbol_and_bad_amount_fail_without_crashing(chain, trader, make_executor):
     harness = await make_executor(chain, trader)
-    bad_symbol = OrderRequest(
-        ts_event=0,
-        ts_init=0,
-        order_id="x1",
-        strategy_id="t",
-        symbol="ETH/USD",
-        side="BUY",
-        amount_in=1,
-    )
+    bad_symbol = factories.order("BUY", 1, ts=0, order_id="x1", strategy_id="t", symbol="ETH/USD")
     zero = order("BUY", 0)
     await harness.bus.publish(bad_symbol)
     await harness.bus.publish(zero)

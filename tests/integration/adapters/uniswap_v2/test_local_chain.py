@@ -12,25 +12,10 @@ from engine.bus import EventBus
 from engine.clock import LiveClock
 from engine.component import ComponentContext
 from engine.config import Secrets
-from engine.events import Bar
+from tests.factories import bar
 from tests.processes import process_alive
 
 pytestmark = pytest.mark.integration
-
-
-def bar(close: float, n: int) -> Bar:
-    return Bar(
-        ts_event=n,
-        ts_init=n,
-        correlation_id=f"BTC/USDT|1h|{n}",
-        symbol="BTC/USDT",
-        timeframe="1h",
-        open=close,
-        high=close,
-        low=close,
-        close=close,
-        volume=1.0,
-    )
 
 
 async def test_each_bar_moves_the_pool_to_its_close_and_a_dead_node_degrades_the_chain():
@@ -44,7 +29,9 @@ async def test_each_bar_moves_the_pool_to_its_close_and_a_dead_node_degrades_the
     try:
         market = context.market_view
         for n, close in enumerate((1_250.5, 980.25, 1_010.0), start=1):
-            bus.publish_nowait(bar(close, n))
+            bus.publish_nowait(
+                bar(close, ts=n, symbol="BTC/USDT", correlation_id=f"BTC/USDT|1h|{n}")
+            )
             await chain.pool_settled()
             base, quote = await chain._read_reserves()
             assert abs(Fraction(quote, base) / Fraction(close) - 1) < Fraction(1, 10**9)
@@ -57,7 +44,7 @@ async def test_each_bar_moves_the_pool_to_its_close_and_a_dead_node_degrades_the
 
         anvil_pid = chain.anvil.pid
         chain.anvil.stop()  # the node dies under the running engine
-        bus.publish_nowait(bar(1_100.0, 4))
+        bus.publish_nowait(bar(1_100.0, ts=4, symbol="BTC/USDT", correlation_id="BTC/USDT|1h|4"))
         await chain.pool_settled()
         assert chain.state == "DEGRADED"
         assert "arbitrage failing" in chain.health().reason

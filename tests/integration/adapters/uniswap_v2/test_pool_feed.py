@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from fractions import Fraction
 
 import pytest
@@ -20,19 +19,12 @@ from engine.events import Bar, Features, OrderFilled, OrderRequest, Signal, bar_
 from engine.portfolio import Portfolio, PortfolioConfig
 from engine.risk import RiskConfig, RiskManager, order_id_for
 from ml.feature_engine import FeatureEngine, FeatureEngineConfig
-from tests.chain_helpers import TOKEN, Chain, Recorder, new_trader, order, outcome, start_chain
+from tests.chain_helpers import TOKEN, Chain, Recorder, new_trader, order, outcome
 
 pytest_plugins = ["tests.chain_fixtures"]
 
 pytestmark = pytest.mark.integration
 TIMEFRAME = 60
-
-
-@pytest.fixture
-def own_chain() -> Iterator[Chain]:
-    c = start_chain()
-    yield c
-    c.anvil.stop()
 
 
 def reserves(chain: Chain) -> tuple[int, int]:

@@ -4,7 +4,6 @@ and restarts that must settle what an earlier process sent, exactly once."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -27,20 +26,11 @@ from tests.chain_helpers import (
     new_trader,
     order,
     outcome,
-    start_chain,
 )
 
 pytest_plugins = ["tests.chain_fixtures"]
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def own_chain() -> Iterator[Chain]:
-    """A chain for one test, free to freeze or to stop mining."""
-    c = start_chain()
-    yield c
-    c.anvil.stop()
 
 
 async def wait_until(predicate, within: float = 10.0) -> None:

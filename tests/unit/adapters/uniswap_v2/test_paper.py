@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from fractions import Fraction
 
-import msgspec
 import pytest
 from prometheus_client import CollectorRegistry
 
@@ -14,27 +13,14 @@ from engine.bus import EventBus
 from engine.clock import SimulatedClock
 from engine.component import ComponentContext
 from engine.config import Secrets
-from engine.events import Bar, Event, OrderFailed, OrderFilled, OrderSubmitted
+from engine.events import Event, OrderFailed, OrderFilled, OrderSubmitted
 from engine.instruments import InstrumentConfig
+from tests import factories
 from tests.paper_orders import order
 
 ETH_USDC = {"symbol": "WETH/USDC", "base_decimals": 18, "quote_decimals": 6}
 USDC = 10**6
 ETH = 10**18
-
-
-def bar(close: float, ts: int = 1_000, symbol: str = "WETH/USDC") -> Bar:
-    return Bar(
-        ts_event=ts,
-        ts_init=ts,
-        symbol=symbol,
-        timeframe="1h",
-        open=close,
-        high=close,
-        low=close,
-        close=close,
-        volume=1.0,
-    )
 
 
 async def started_executor(**config: object) -> tuple[PaperExecutor, EventBus, list[Event]]:
@@ -113,8 +99,8 @@ async def test_explicit_min_amount_out_above_the_output_fails_with_insufficient_
     amount_in = 1_000 * USDC
     out = amm.get_amount_out(amount_in, pool.quote_reserve, pool.base_reserve)
 
-    bus.publish_nowait(order("BUY", amount_in, order_id="too-greedy", min_out=out + 1))
-    bus.publish_nowait(order("BUY", amount_in, order_id="exact", min_out=out))
+    bus.publish_nowait(order("BUY", amount_in, order_id="too-greedy", min_amount_out=out + 1))
+    bus.publish_nowait(order("BUY", amount_in, order_id="exact", min_amount_out=out))
 
     assert [type(e).__name__ for e in seen] == [
         "OrderSubmitted",
@@ -139,7 +125,7 @@ def test_pool_swap_that_fails_leaves_reserves_unchanged():
 
 async def test_unknown_symbol_fails_without_being_submitted():
     _, bus, seen = await started_executor(initial_price=2_000.0)
-    bus.publish_nowait(msgspec.structs.replace(order("BUY", USDC), symbol="WBTC/USDC"))
+    bus.publish_nowait(order("BUY", USDC, symbol="WBTC/USDC"))
     assert len(seen) == 1
     failed = seen[0]
     assert isinstance(failed, OrderFailed)
@@ -162,7 +148,7 @@ async def test_duplicate_order_id_is_filled_once():
 
 async def test_pool_is_created_at_the_first_bar_close_with_the_configured_depth():
     executor, bus, _ = await started_executor(pool_depth_quote=500_000)
-    bus.publish_nowait(bar(2_500.0))
+    bus.publish_nowait(factories.bar(2_500.0, ts=1_000))
     pool = executor.pool
     assert pool is not None
     assert pool.quote_reserve == 500_000 * USDC
@@ -175,7 +161,7 @@ async def test_arbitrage_step_moves_the_pool_price_to_the_bar_close_within_round
     pool = executor.pool
     assert pool is not None
     for i, close in enumerate(closes):
-        bus.publish_nowait(bar(close, ts=1_000 + i))
+        bus.publish_nowait(factories.bar(close, ts=1_000 + i))
         target = executor.instrument.raw_price(close)
         assert abs(pool.raw_price / target - 1) < Fraction(1, 10**9)
     # constant product only grows: the arbitrageur pays the fee into the pool
@@ -187,7 +173,7 @@ async def test_without_follow_bars_only_our_trades_move_the_pool():
     pool = executor.pool
     assert pool is not None
     before = (pool.base_reserve, pool.quote_reserve)
-    bus.publish_nowait(bar(3_000.0))
+    bus.publish_nowait(factories.bar(3_000.0, ts=1_000))
     assert (pool.base_reserve, pool.quote_reserve) == before
 
 
@@ -199,7 +185,7 @@ async def test_market_view_receives_reserves_after_every_change_and_the_gas_pric
     assert view.gas_price_wei() == 25 * 10**9
     assert view.reserves("WETH/USDC") == (pool.base_reserve, pool.quote_reserve)
     assert view.quote("WETH/USDC", "BUY", USDC) == pool.quote("BUY", USDC)
-    bus.publish_nowait(bar(2_200.0))
+    bus.publish_nowait(factories.bar(2_200.0, ts=1_000))
     assert view.reserves("WETH/USDC") == (pool.base_reserve, pool.quote_reserve)
     bus.publish_nowait(order("SELL", ETH))
     assert view.reserves("WETH/USDC") == (pool.base_reserve, pool.quote_reserve)

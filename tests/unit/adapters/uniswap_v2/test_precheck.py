@@ -9,7 +9,7 @@ from tests.paper_orders import order
 
 
 def request(symbol: str = "WETH/USDC", amount_in: int = 10, slippage: int = 50) -> OrderRequest:
-    return order("BUY", amount_in, slippage=slippage, symbol=symbol)
+    return order("BUY", amount_in, max_slippage_bps=slippage, symbol=symbol)
 
 
 def test_a_valid_order_has_no_problem():
