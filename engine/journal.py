@@ -11,11 +11,24 @@ batches, and always before an `OrderRequest` or `OrderSubmitted` reaches anyone 
 Rows carry a journal-wide ``id`` (the bus sequence restarts with each run), the
 run's id, the bus ``seq``, the event type, times, correlation id and the event as
 JSON.
+
+A journal that cannot write (disk full, file-size limit, I/O error) must stop trading:
+its subscription is *critical* (see :mod:`engine.bus`), so the event whose write failed
+and every later one are withheld from the other subscribers, the journal is FAULTED and
+the risk manager halts (``JOURNAL_UNAVAILABLE``). A failed commit loses SQLite's open
+transaction, so the rows of events already delivered are kept in memory and written
+again, before anything else, by each later attempt: when one succeeds the journal is
+RUNNING again, holding exactly what the engine acted on (trading stays halted until an
+operator resumes). A file that cannot be opened or read (a directory, a damaged or
+foreign file, no write access) is a :class:`JournalFileError` whose one line names the
+file and what to do.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import sqlite3
 import time
 import uuid
@@ -47,19 +60,114 @@ CREATE INDEX IF NOT EXISTS events_correlation ON events (correlation_id);
 """
 
 # Per-run events: journalled on every run, not part of a resumed run's catch-up.
-RUN_EVENT_TYPES = ("ComponentStateChanged", "Heartbeat")
+RUN_EVENT_TYPES = ("ComponentStateChanged", "Heartbeat", "SubscriberFailed", "SubscriberRecovered")
+
+_INSERT = (
+    "INSERT INTO events (run_id, seq, type, ts_event, ts_init, correlation_id, body) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+Row = tuple[str, int, str, int, int, str, bytes]
+_SELECT = "SELECT id, run_id, seq, type, ts_event, correlation_id, body FROM events"
+SALVAGE_GIVE_UP = 100_000
 
 # These must be on disk before anyone acts on them.
 _COMMIT_AT_ONCE: tuple[type[Event], ...] = (OrderRequest, OrderSubmitted)
 
 
+class JournalFileError(ValueError):
+    """The journal file cannot be used; the message names it and says what to do."""
+
+
+class JournalWriteError(RuntimeError):
+    """A journal write failed: the event is withheld from everyone after the journal."""
+
+
+def salvage_hint(path: Path) -> str:
+    return (
+        f"move it aside (`trade-engine journal export --salvage --path {path} --out FILE` "
+        "writes what is readable) and start again"
+    )
+
+
+def file_error(
+    path: Path, exc: sqlite3.Error | OSError, *, reading: bool = False
+) -> JournalFileError:
+    """What went wrong with the journal at ``path``, and what to do, in one line."""
+    code = getattr(exc, "sqlite_errorname", "")
+    if path.is_dir():
+        problem = "is a directory, not a journal file"
+        todo = "move it aside or set the journal's `path` to a file"
+    elif code == "SQLITE_NOTADB":
+        problem = "is not a journal (not an SQLite database: damaged, or another kind of file)"
+        todo = salvage_hint(path)
+    elif code.startswith("SQLITE_CORRUPT"):
+        problem = f"is damaged (truncated or overwritten: {exc})"
+        todo = salvage_hint(path)
+    elif code.startswith(("SQLITE_CANTOPEN", "SQLITE_READONLY", "SQLITE_PERM")) or isinstance(
+        exc, PermissionError
+    ):
+        problem = f"cannot be opened ({exc})"
+        elsewhere = "copy it with its -wal file" if reading else "set the journal's `path`"
+        todo = (
+            f"give write access to {path.parent} (SQLite keeps {path.name}-wal and "
+            f"{path.name}-shm next to the journal) or {elsewhere} elsewhere"
+        )
+    elif isinstance(exc, OSError):
+        problem = f"cannot be created ({exc})"
+        todo = "check the journal's `path` and its directory"
+    else:
+        problem = f"cannot be used ({type(exc).__name__}: {exc})"
+        todo = salvage_hint(path)
+    return JournalFileError(f"journal {path}: {problem}: {todo}")
+
+
 def connect(path: str | Path) -> sqlite3.Connection:
+    """Open (creating if missing) the journal for writing, or :class:`JournalFileError`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    conn.executescript(SCHEMA)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    except (sqlite3.Error, OSError) as exc:
+        raise file_error(path, exc) from None
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.executescript(SCHEMA)
+        conn.execute("SELECT MAX(id) FROM events").fetchone()  # reads the newest pages
+    except sqlite3.Error as exc:
+        conn.close()
+        raise file_error(path, exc) from None
+    return conn
+
+
+def connect_read_only(path: str | Path, *, damaged: bool = False) -> sqlite3.Connection:
+    """Open an existing journal for reading, or :class:`JournalFileError`.
+
+    In a directory it may not write to, a journal with no ``-wal`` file left is read as
+    immutable (SQLite cannot create the ``-shm`` file a WAL reader needs). ``damaged``:
+    tolerate a file shorter than its header says (for salvage).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise JournalFileError(f"journal {path}: no such file: check --path")
+    if path.is_file() and path.stat().st_size == 0:
+        raise JournalFileError(f"journal {path}: empty file (0 bytes): no events to read")
+    wal = path.with_name(f"{path.name}-wal")
+    modes = ["mode=ro"]
+    if not (wal.exists() and wal.stat().st_size) and not os.access(path.parent, os.W_OK):
+        modes.insert(0, "immutable=1")
+    try:
+        conn = sqlite3.connect(f"file:{path}?{modes[0]}", uri=True, check_same_thread=False)
+        if damaged:
+            conn.execute("PRAGMA writable_schema=ON")  # the connection is read-only all the same
+        tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master")}
+    except sqlite3.Error as exc:
+        raise file_error(path, exc, reading=True) from None
+    if "events" not in tables:
+        conn.close()
+        raise JournalFileError(
+            f"journal {path}: an SQLite database but not a journal (no events table): check --path"
+        )
     return conn
 
 
@@ -84,10 +192,10 @@ class JournalReader:
         self.conn = conn
 
     @classmethod
-    def open(cls, path: str | Path) -> JournalReader:
-        if not Path(path).exists():
-            raise FileNotFoundError(f"no journal at {path}")
-        return cls(connect(path))
+    def open(cls, path: str | Path, *, damaged: bool = False) -> JournalReader:
+        """Read-only; :class:`JournalFileError` if there is no usable journal at ``path``
+        (``damaged``: open what :meth:`salvage` can read)."""
+        return cls(connect_read_only(path, damaged=damaged))
 
     def rows(
         self,
@@ -96,9 +204,7 @@ class JournalReader:
         limit: int | None = None,
         newest_first: bool = False,
     ) -> Iterator[JournalRow]:
-        query = (
-            "SELECT id, run_id, seq, type, ts_event, correlation_id, body FROM events WHERE id > ?"
-        )
+        query = f"{_SELECT} WHERE id > ?"
         params: list[Any] = [after_id]
         if types:
             query += f" AND type IN ({','.join('?' * len(types))})"
@@ -109,6 +215,51 @@ class JournalReader:
             params.append(limit)
         for row in self.conn.execute(query, params):
             yield JournalRow(*row)
+
+    def salvage(self) -> Iterator[JournalRow | int]:
+        """Every row that can still be read from a damaged journal, oldest first, with
+        the number of unreadable rows (an int) where rows are missing.
+
+        Rows are read in order until a damaged page stops the scan, then looked up one
+        id at a time (each lookup walks the tree from its root, so it gets past the
+        damaged part), reading in order again from each row found. Ids run up to the
+        journal's last one (``sqlite_sequence``); if even that is unreadable, the search
+        stops after ``SALVAGE_GIVE_UP`` unreadable ids in a row (not counted).
+        """
+        conn = self.conn
+        try:
+            top: int | None = conn.execute(
+                "SELECT seq FROM sqlite_sequence WHERE name = 'events'"
+            ).fetchone()[0]
+        except (sqlite3.Error, TypeError):
+            top = None
+        last = 0
+        while True:
+            try:
+                for row in self.rows(after_id=last):
+                    yield row
+                    last = row.id
+                if top is None:
+                    return  # read to the end: nothing says rows are missing
+            except sqlite3.Error:
+                pass
+            missing = 0
+            while True:  # the row after ``last`` cannot be reached in order: look it up
+                last += 1
+                if last > top if top is not None else missing >= SALVAGE_GIVE_UP:
+                    if top is not None and missing:
+                        yield missing
+                    return
+                try:
+                    found = conn.execute(f"{_SELECT} WHERE id = ?", (last,)).fetchone()
+                except sqlite3.Error:
+                    found = None
+                if found is not None:
+                    if missing:
+                        yield missing
+                    yield JournalRow(*found)
+                    break
+                missing += 1
 
     def trading_keys(self) -> deque[tuple[str, str]]:
         """(type, correlation id) of every event but the per-run ones, in journal order."""
@@ -154,16 +305,22 @@ class Journal(Component):
         super().__init__(name, settings, context, depends_on)
         self.path = Path(settings.path).resolve()
         self.run_id = uuid.uuid4().hex[:12]
-        self.conn = connect(settings.path)
+        fresh = _nothing_to_resume(self.path)
+        self.conn = connect(self.path)
         self.reader = JournalReader(self.conn)
         self.written = 0
-        self._uncommitted = 0
+        self._batch: list[Row] = []  # rows of delivered events not yet committed
+        self._broken: Exception | None = None  # the last failed write, until one succeeds
         self._last_commit = time.monotonic()
         self._flusher: asyncio.Task[None] | None = None
         # (type, correlation id) of every journalled event the catch-up must re-produce.
-        self._expected: deque[tuple[str, str]] = (
-            self.reader.trading_keys() if settings.resume else deque()
-        )
+        try:
+            self._expected: deque[tuple[str, str]] = (
+                self.reader.trading_keys() if settings.resume else deque()
+            )
+        except sqlite3.Error as exc:
+            self.conn.close()
+            raise file_error(self.path, exc) from None
         self.skipped = 0
         # Set once the catch-up is over (caught up or diverged), or at once when there is none.
         self.caught_up = asyncio.Event()
@@ -172,8 +329,12 @@ class Journal(Component):
             self.log.info("journal.resuming", events_to_catch_up=len(self._expected))
         else:
             self.caught_up.set()
+            if settings.resume:
+                reason = fresh or "it holds no trading events yet"
+                self.log.warning("journal.starting_fresh", path=str(self.path), reason=reason)
         # Subscribed here, not in on_start: the journal must be the first component to.
-        self.subscribe(Event, self.append, name=f"{name}.append")
+        # Critical: an event it cannot write reaches no one else (see engine.bus).
+        self.subscribe(Event, self.append, name=f"{name}.append", critical=True)
 
     async def on_start(self) -> None:
         self._flusher = asyncio.create_task(self._flush_periodically(), name=f"{self.name}.flush")
@@ -183,41 +344,101 @@ class Journal(Component):
             self._flusher.cancel()
             await asyncio.gather(self._flusher, return_exceptions=True)
         self._unsubscribe_all()  # before closing: nothing may append to a closed file
-        self._commit()
+        try:
+            if self._broken is not None:
+                self._write_again([])
+            else:
+                self._commit()
+        except (JournalWriteError, sqlite3.Error) as exc:
+            self.log.error(
+                "journal.rows_lost",
+                path=str(self.path),
+                rows=len(self._batch),
+                error=str(exc),
+                detail="events the engine handled but could not journal; a restart with "
+                "resume: true re-produces them",
+            )
         self.conn.close()
 
     async def _flush_periodically(self) -> None:
         """Commit a quiet tail too: events are never left uncommitted for long."""
         while True:
             await asyncio.sleep(self.settings.commit_interval_seconds)
-            self._commit()
+            if self._broken is not None:
+                continue  # the next event tries again
+            try:
+                self._commit()
+            except sqlite3.Error as exc:
+                self._failed(exc)
+                self.fault(f"cannot write {self.path}: {type(exc).__name__}: {exc}")
 
     def append(self, event: Event) -> None:
+        """Write ``event``; raises :class:`JournalWriteError` if it cannot be written."""
         if self._expected and self._caught_up_on(event):
             return
-        if not self.conn.in_transaction:
-            self.conn.execute("BEGIN")
-        self.conn.execute(
-            "INSERT INTO events (run_id, seq, type, ts_event, ts_init, correlation_id, body) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (
-                self.run_id,
-                event.seq,
-                type(event).__name__,
-                event.ts_event,
-                event.ts_init,
-                event.correlation_id,
-                to_json(event),
-            ),
+        row: Row = (
+            self.run_id,
+            event.seq,
+            type(event).__name__,
+            event.ts_event,
+            event.ts_init,
+            event.correlation_id,
+            to_json(event),
         )
-        self.written += 1
-        self._uncommitted += 1
-        if (
-            isinstance(event, _COMMIT_AT_ONCE)
-            or self._uncommitted >= self.settings.commit_every
-            or time.monotonic() - self._last_commit >= self.settings.commit_interval_seconds
-        ):
-            self._commit()
+        if self._broken is not None:
+            self._write_again([row])
+            return
+        try:
+            if not self.conn.in_transaction:
+                self.conn.execute("BEGIN")
+            self.conn.execute(_INSERT, row)
+            self._batch.append(row)
+            self.written += 1
+            if (
+                isinstance(event, _COMMIT_AT_ONCE)
+                or len(self._batch) >= self.settings.commit_every
+                or time.monotonic() - self._last_commit >= self.settings.commit_interval_seconds
+            ):
+                self._commit()
+        except sqlite3.Error as exc:
+            if self._batch and self._batch[-1] is row:
+                self._batch.pop()  # withheld from everyone: not part of what happened
+                self.written -= 1
+            raise self._failed(exc) from exc
+
+    def _write_again(self, rows: list[Row]) -> None:
+        """After a failure: the rows lost with the failed transaction, then ``rows``."""
+        try:
+            self.conn.execute("BEGIN")
+            self.conn.executemany(_INSERT, [*self._batch, *rows])
+            self.conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise self._failed(exc) from exc
+        self.log.warning(
+            "journal.writing_again", path=str(self.path), rewritten=len(self._batch) + len(rows)
+        )
+        self.written += len(rows)
+        self._batch.clear()
+        self._broken = None
+        self._last_commit = time.monotonic()
+        self.fault_cleared()
+
+    def _failed(self, exc: sqlite3.Error) -> JournalWriteError:
+        """Note a failed write (SQLite has rolled the transaction back) and describe it."""
+        if self.conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):  # if it fails, the next attempt says so
+                self.conn.execute("ROLLBACK")
+        if self._broken is None:
+            self.log.error(
+                "journal.write_failed",
+                path=str(self.path),
+                error=f"{type(exc).__name__}: {exc}",
+                unwritten=len(self._batch),
+                detail="trading stops until the journal writes again and an operator "
+                "resumes; free disk space, or check the file and its directory",
+            )
+        self._broken = exc
+        return JournalWriteError(f"cannot write the journal {self.path}: {exc}")
 
     def _caught_up_on(self, event: Event) -> bool:
         """True if ``event`` is the next one the journal already holds (skip it)."""
@@ -259,8 +480,17 @@ class Journal(Component):
     def _commit(self) -> None:
         if self.conn.in_transaction:
             self.conn.execute("COMMIT")
-        self._uncommitted = 0
+        self._batch.clear()
         self._last_commit = time.monotonic()
+
+
+def _nothing_to_resume(path: Path) -> str:
+    """Why a journal at ``path`` has nothing to resume from ("" if it may have)."""
+    if not path.exists():
+        return "no journal file: starting a new one"
+    if path.is_file() and path.stat().st_size == 0:
+        return "the journal file is empty (0 bytes): starting fresh"
+    return ""
 
 
 def journal_for(components: ComponentLookup, path: str | Path) -> Journal | None:
