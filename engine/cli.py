@@ -15,7 +15,7 @@ from pathlib import Path
 from engine import __version__
 from engine.config import ConfigError, Secrets
 from engine.config_loading import load_engine_config, parse_engine_config, read_yaml
-from engine.journal import JournalFileError
+from engine.journal_store import JournalFileError
 from engine.logs import configure_logging
 from engine.registry import UnknownComponentTypeError, resolve_component_type
 

@@ -19,7 +19,13 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-from engine.journal import JournalFileError, JournalReader, JournalRow, file_error, salvage_hint
+from engine.journal_store import (
+    JournalFileError,
+    JournalReader,
+    JournalRow,
+    file_error,
+    salvage_hint,
+)
 
 DEFAULT_PATH = "var/journal.sqlite"
 EXIT_OK, EXIT_UNREADABLE = 0, 2

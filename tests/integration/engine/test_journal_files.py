@@ -18,7 +18,7 @@ import yaml
 
 from engine.cli import main as cli_main
 from engine.events import Heartbeat, to_json
-from engine.journal import connect
+from engine.journal_store import connect
 from tests.paths import ROOT
 
 pytestmark = pytest.mark.integration
