@@ -59,6 +59,7 @@ class OrderFailReason(StrEnum):
     RPC_ERROR = "RPC_ERROR"
     INSUFFICIENT_BALANCE = "INSUFFICIENT_BALANCE"
     INSUFFICIENT_ALLOWANCE = "INSUFFICIENT_ALLOWANCE"
+    JOURNAL_UNAVAILABLE = "JOURNAL_UNAVAILABLE"  # the journal could not record it: not sent
     # Sending (live executor): the node refused the transaction.
     SEND_REJECTED = "SEND_REJECTED"
     INSUFFICIENT_FUNDS_FOR_GAS = "INSUFFICIENT_FUNDS_FOR_GAS"

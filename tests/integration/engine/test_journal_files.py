@@ -63,9 +63,10 @@ def damaged(kind: str, root: Path) -> Path:
         path.mkdir()
     elif kind == "garbage":
         path.write_bytes(os.urandom(200_000))
-    elif kind == "truncated":
+    elif kind.startswith("truncated"):
         write_journal(path)
-        os.truncate(path, path.stat().st_size // 2)
+        keep = path.stat().st_size // 2 if kind == "truncated" else path.stat().st_size - 8192
+        os.truncate(path, keep)
         path.chmod(0o666)
     elif kind == "read-only":
         write_journal(path)
@@ -78,6 +79,7 @@ KINDS = {
     "directory": "is a directory, not a journal file: move it aside",
     "garbage": "is not a journal (not an SQLite database",
     "truncated": "is damaged (truncated or overwritten",
+    "truncated-tail": "is damaged (truncated or overwritten",  # the first rows still read
     "read-only": "cannot be opened (attempt to write a readonly database): give write access",
 }
 
@@ -128,7 +130,7 @@ def test_run_on_an_unusable_journal_says_which_file_and_what_to_do(kind, cases, 
 
 
 @pytest.mark.parametrize("command", ["tail", "export"])
-@pytest.mark.parametrize("kind", ["directory", "garbage", "truncated"])
+@pytest.mark.parametrize("kind", ["directory", "garbage", "truncated", "truncated-tail"])
 def test_reading_an_unusable_journal_says_which_file_and_prints_no_rows(
     kind, command, cases, capsys
 ):
@@ -161,7 +163,7 @@ def test_salvage_writes_every_readable_row_and_counts_the_rest(cases, shared, ca
 
 def test_export_of_a_damaged_journal_leaves_no_partial_file(cases, shared):
     out = shared / "partial.jsonl"
-    assert cli_main(["journal", "export", "--path", str(cases["truncated"]),
+    assert cli_main(["journal", "export", "--path", str(cases["truncated-tail"]),
                      "--out", str(out)]) == 2  # fmt: skip
     assert not out.exists()
 
