@@ -9,7 +9,17 @@ Delivery rules, which the tests pin down:
   publishes does not recurse: the new event is queued and delivered once the current
   event has reached every subscriber (run-to-completion).
 * Sync handlers run inline. Async handlers each get a consumer task and a FIFO inbox.
-* A handler that raises is logged and counted; delivery to the others goes on.
+* A handler that raises is logged and counted; delivery to the others goes on, unless
+  the subscription is *critical* (declared at :meth:`EventBus.subscribe`: a subscriber
+  the others' guarantees depend on, such as the journal). An event a critical handler
+  failed on is *withheld*: it goes to no later subscriber, sync or async, so nothing acts
+  on it. The first failure of a critical subscription calls its ``on_failure`` and
+  publishes a :class:`~engine.events.SubscriberFailed` notice; its next successful call
+  calls ``on_recovery`` and publishes :class:`~engine.events.SubscriberRecovered`.
+  Notices are never withheld (a wildcard critical subscriber failing on its own notice
+  would otherwise hide it), and failures after the first are logged at debug level
+  only: counted, not repeated for every event. Critical handlers must be sync, since an
+  async one runs after the others have the event.
 * Backpressure is chosen per async subscriber. ``BLOCK``: when its queue is full, a
   source awaiting :meth:`EventBus.publish` waits until the consumer catches up (bus
   consumers republishing are never blocked, so handlers cannot deadlock each other;
@@ -33,7 +43,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import structlog
 from msgspec.structs import force_setattr
 
-from engine.events import Event
+from engine.events import SUBSCRIBER_NOTICES, Event, SubscriberFailed, SubscriberRecovered
 
 if TYPE_CHECKING:  # a type hint only: the bus itself does not use prometheus
     from prometheus_client.core import HistogramMetricFamily
@@ -41,6 +51,8 @@ if TYPE_CHECKING:  # a type hint only: the bus itself does not use prometheus
 E = TypeVar("E", bound=Event)
 SyncHandler = Callable[[Any], None]
 AsyncHandler = Callable[[Any], Awaitable[None]]
+OnFailure = Callable[[Exception], None]
+OnRecovery = Callable[[], None]
 
 log = structlog.get_logger("engine.bus")
 
@@ -63,6 +75,7 @@ LATENCY_BUCKETS_S: tuple[float, ...] = (
 )
 _BUCKET_BOUNDS_NS: tuple[int, ...] = tuple(int(b * 1e9) for b in LATENCY_BUCKETS_S)
 _BUCKET_LABELS: tuple[str, ...] = (*(str(b) for b in LATENCY_BUCKETS_S), "+Inf")
+_WITHHELD_REMEMBERED = 256  # sequence numbers kept for :meth:`EventBus.was_withheld`
 
 
 class Backpressure(StrEnum):
@@ -109,7 +122,9 @@ class Subscription:
     """One handler's registration, with its delivery statistics.
 
     An async subscription has an ``inbox`` (a deque, cheaper than ``asyncio.Queue``)
-    drained by its own consumer task; a sync one has ``inbox = None``.
+    drained by its own consumer task; a sync one has ``inbox = None``. A critical one
+    (sync only) is ``failing`` from a raise until its next successful call, and counts
+    the events it ``withheld`` from the subscribers after it.
     """
 
     __slots__ = (
@@ -120,14 +135,19 @@ class Subscription:
         "_wakeup",
         "backpressure",
         "capacity",
+        "critical",
         "delivered",
         "dropped",
         "errors",
         "event_type",
+        "failing",
         "handler",
         "inbox",
         "latency",
         "name",
+        "on_failure",
+        "on_recovery",
+        "withheld",
     )
 
     def __init__(
@@ -139,12 +159,20 @@ class Subscription:
         is_async: bool,
         capacity: int,
         backpressure: Backpressure,
+        critical: bool = False,
+        on_failure: OnFailure | None = None,
+        on_recovery: OnRecovery | None = None,
     ) -> None:
         self.name = name
         self.event_type = event_type
         self.handler = handler
         self.capacity = capacity
         self.backpressure = backpressure
+        self.critical = critical
+        self.on_failure = on_failure
+        self.on_recovery = on_recovery
+        self.failing = False
+        self.withheld = 0
         self.inbox: deque[Event] | None = deque() if is_async else None
         self.delivered = 0
         self.dropped = 0
@@ -167,7 +195,7 @@ class Subscription:
         return len(self.inbox) if self.inbox is not None else 0
 
     def __repr__(self) -> str:
-        kind = "async" if self.is_async else "sync"
+        kind = "async" if self.is_async else "critical" if self.critical else "sync"
         return f"Subscription({self.name!r}, {self.event_type.__name__}, {kind})"
 
 
@@ -211,6 +239,7 @@ class EventBus:
         self._dispatching = False
         self._congested: set[Subscription] = set()
         self._consumers: dict[asyncio.Task[None], Subscription] = {}
+        self._withheld: deque[int] = deque(maxlen=_WITHHELD_REMEMBERED)
         self._closed = False
 
     # -- subscribing -------------------------------------------------------------------
@@ -223,12 +252,18 @@ class EventBus:
         name: str | None = None,
         capacity: int | None = None,
         backpressure: Backpressure | None = None,
+        critical: bool = False,
+        on_failure: OnFailure | None = None,
+        on_recovery: OnRecovery | None = None,
     ) -> Subscription:
         """Register ``handler`` for ``event_type`` and its subclasses.
 
         A coroutine function gets its own consumer task and an inbox of ``capacity``
         events; a plain function is called inline by the publisher. ``capacity`` and
-        ``backpressure`` default to the bus's.
+        ``backpressure`` default to the bus's. ``critical``: an event this handler
+        raises on is withheld from every later subscriber, and its failing and
+        recovering are announced (``on_failure(exc)``, ``on_recovery()``, and the
+        notice events; see the module docstring).
         """
         if self._closed:
             raise BusClosedError("cannot subscribe: the bus is closed")
@@ -237,13 +272,22 @@ class EventBus:
         capacity = self.default_capacity if capacity is None else capacity
         if capacity < 1:
             raise ValueError(f"capacity must be >= 1, got {capacity}")
+        is_async = inspect.iscoroutinefunction(handler)
+        if critical and is_async:
+            raise ValueError(
+                "a critical handler must be sync: its failure has to stop the event "
+                "before the other subscribers see it"
+            )
         sub = Subscription(
             self._unique_name(name or getattr(handler, "__qualname__", repr(handler))),
             event_type,
             handler,
-            is_async=inspect.iscoroutinefunction(handler),
+            is_async=is_async,
             capacity=capacity,
             backpressure=Backpressure(backpressure or self.default_backpressure),
+            critical=critical,
+            on_failure=on_failure,
+            on_recovery=on_recovery,
         )
         self._subscriptions.append(sub)
         self._reroute()
@@ -356,8 +400,13 @@ class EventBus:
             try:
                 sub.handler(event)
             except Exception as exc:
-                self._record_error(sub, event, exc)
+                sub.delivered += 1
+                if self._handler_failed(sub, event, exc):
+                    return
+                continue
             sub.delivered += 1
+            if sub.failing:
+                self._recovered(sub, event)
         for sub in route.queued:
             self._enqueue(sub, event)
 
@@ -367,11 +416,73 @@ class EventBus:
             try:
                 sub.handler(event)
             except Exception as exc:
-                self._record_error(sub, event, exc)
+                sub.delivered += 1
+                sub.latency.observe_ns(perf_counter_ns() - started)
+                if self._handler_failed(sub, event, exc):
+                    return
+                continue
             sub.delivered += 1
             sub.latency.observe_ns(perf_counter_ns() - started)
+            if sub.failing:
+                self._recovered(sub, event)
         for sub in route.queued:
             self._enqueue(sub, event)
+
+    def _handler_failed(self, sub: Subscription, event: Event, exc: Exception) -> bool:
+        """Record a sync handler's failure; True if ``event`` is withheld from the rest."""
+        if not sub.critical:
+            self._record_error(sub, event, exc)
+            return False
+        first = not sub.failing
+        self._record_error(sub, event, exc, quiet=not first)
+        if first:
+            sub.failing = True
+            # Queued before on_failure's own events, so the notice comes first.
+            self.publish_nowait(
+                SubscriberFailed(
+                    ts_event=event.ts_event,
+                    ts_init=event.ts_init,
+                    correlation_id=event.correlation_id,
+                    subscriber=sub.name,
+                    event_type=type(event).__name__,
+                    event_seq=event.seq,
+                    error=f"{type(exc).__name__}: {exc}",
+                )
+            )
+            if sub.on_failure is not None:
+                self._call_hook(sub, "on_failure", sub.on_failure, exc)
+        if isinstance(event, SUBSCRIBER_NOTICES):
+            return False  # never hidden: it is how the others learn of the failure
+        sub.withheld += 1
+        self._withheld.append(event.seq)
+        return True
+
+    def _recovered(self, sub: Subscription, event: Event) -> None:
+        sub.failing = False
+        log.warning("bus.subscriber_recovered", subscriber=sub.name, withheld=sub.withheld)
+        self.publish_nowait(
+            SubscriberRecovered(
+                ts_event=event.ts_event,
+                ts_init=event.ts_init,
+                correlation_id=event.correlation_id,
+                subscriber=sub.name,
+            )
+        )
+        if sub.on_recovery is not None:
+            self._call_hook(sub, "on_recovery", sub.on_recovery)
+
+    @staticmethod
+    def _call_hook(sub: Subscription, hook: str, call: Callable[..., None], *args: Any) -> None:
+        try:
+            call(*args)
+        except Exception as exc:  # a hook must not break delivery to the others
+            log.error("bus.hook_failed", subscriber=sub.name, hook=hook, error=repr(exc))
+
+    def was_withheld(self, seq: int) -> bool:
+        """True if the event published as ``seq`` was withheld by a failing critical
+        subscriber (recent events only): a publisher that must not go on unless the
+        event was recorded, such as an executor about to send, checks it."""
+        return seq in self._withheld
 
     def _enqueue(self, sub: Subscription, event: Event) -> None:
         inbox = sub.inbox
@@ -393,10 +504,12 @@ class EventBus:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    def _record_error(self, sub: Subscription, event: Event, exc: Exception) -> None:
+    def _record_error(
+        self, sub: Subscription, event: Event, exc: Exception, *, quiet: bool = False
+    ) -> None:
         event_type = type(event).__name__
         sub.errors[event_type] = sub.errors.get(event_type, 0) + 1
-        log.error(
+        (log.debug if quiet else log.error)(
             "bus.handler_failed",
             subscriber=sub.name,
             event_type=event_type,

@@ -15,6 +15,7 @@ from pathlib import Path
 from engine import __version__
 from engine.config import ConfigError, Secrets
 from engine.config_loading import load_engine_config, parse_engine_config, read_yaml
+from engine.journal_store import JournalFileError
 from engine.logs import configure_logging
 from engine.registry import UnknownComponentTypeError, resolve_component_type
 
@@ -159,5 +160,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.handler(args))
+    except JournalFileError as exc:  # `run`, `replay`: the engine's journal cannot be used
+        print(exc, file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         return 130

@@ -1,7 +1,9 @@
 """The lifecycle every component follows, and starting/stopping a graph of them.
 
 States: READY → RUNNING → STOPPED, with DEGRADED (still running, impaired: e.g. a
-feed reconnecting) and FAULTED (failed, not doing its job) carrying a reason. Every
+feed reconnecting) and FAULTED (failed, not doing its job) carrying a reason. A
+component leaves FAULTED by stopping, or back to RUNNING by :meth:`Component.fault_cleared`
+when what failed works again (a critical bus subscription's handler succeeding). Every
 transition is published as a :class:`~engine.events.ComponentStateChanged` event.
 :class:`ComponentGraph` starts components in dependency order and stops them in
 reverse.
@@ -49,7 +51,7 @@ _ALLOWED: dict[ComponentState, frozenset[ComponentState]] = {
     S.STARTING: frozenset({S.RUNNING, S.FAULTED}),
     S.RUNNING: frozenset({S.DEGRADED, S.FAULTED, S.STOPPING}),
     S.DEGRADED: frozenset({S.DEGRADED, S.RUNNING, S.FAULTED, S.STOPPING}),  # new reason
-    S.FAULTED: frozenset({S.STOPPING}),
+    S.FAULTED: frozenset({S.STOPPING, S.RUNNING}),  # RUNNING: fault_cleared()
     S.STOPPING: frozenset({S.STOPPED, S.FAULTED}),
     S.STOPPED: frozenset(),
 }
@@ -160,11 +162,24 @@ class Component:
     def subscribe(
         self, event_type: type[E], handler: Callable[[E], Any], **options: Any
     ) -> Subscription:
-        """Subscribe on the bus for this component; undone automatically when it stops."""
-        options.setdefault("name", f"{self.name}.{getattr(handler, '__name__', 'handler')}")
+        """Subscribe on the bus for this component; undone automatically when it stops.
+
+        With ``critical=True`` the component is FAULTED while the handler fails and
+        RUNNING again once it succeeds (see :meth:`EventBus.subscribe`).
+        """
+        name = options.setdefault("name", f"{self.name}.{getattr(handler, '__name__', 'handler')}")
+        if options.get("critical"):
+            options.setdefault(
+                "on_failure", lambda exc: self.fault(f"{name} failed: {type(exc).__name__}: {exc}")
+            )
+            options.setdefault("on_recovery", self.fault_cleared)
         sub = self.bus.subscribe(event_type, handler, **options)
         self._subscriptions.append(sub)
         return sub
+
+    def owns(self, subscriber: str) -> bool:
+        """True if the bus subscription named ``subscriber`` is this component's."""
+        return any(sub.name == subscriber for sub in self._subscriptions)
 
     def _unsubscribe_all(self) -> None:
         for sub in self._subscriptions:
@@ -217,9 +232,14 @@ class Component:
             self._transition(S.RUNNING)
 
     def fault(self, reason: str) -> None:
-        """Mark the component failed; it stays FAULTED until stopped."""
+        """Mark the component failed; FAULTED until stopped or :meth:`fault_cleared`."""
         if self._state is not S.FAULTED:
             self._transition(S.FAULTED, reason)
+
+    def fault_cleared(self) -> None:
+        """Back to RUNNING from FAULTED: what failed works again."""
+        if self._state is S.FAULTED:
+            self._transition(S.RUNNING)
 
     def _transition(self, new: ComponentState, reason: str = "") -> None:
         old = self._state

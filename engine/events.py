@@ -180,6 +180,26 @@ class ComponentStateChanged(Event, frozen=True, kw_only=True, tag=True):
     reason: str = ""
 
 
+class SubscriberFailed(Event, frozen=True, kw_only=True, tag=True):
+    """A critical bus subscriber (the journal) raised: the event it failed on, and every
+    later one it fails on, is withheld from the others until it recovers."""
+
+    subscriber: str
+    event_type: str
+    event_seq: int
+    error: str
+
+
+class SubscriberRecovered(Event, frozen=True, kw_only=True, tag=True):
+    """A critical bus subscriber that was failing handled an event again."""
+
+    subscriber: str
+
+
+# The bus's notices about its critical subscribers: never withheld.
+SUBSCRIBER_NOTICES = (SubscriberFailed, SubscriberRecovered)
+
+
 AnyEvent = (
     Heartbeat
     | Bar
@@ -195,6 +215,8 @@ AnyEvent = (
     | StrategyConfigChanged
     | ModelPromoted
     | ComponentStateChanged
+    | SubscriberFailed
+    | SubscriberRecovered
 )
 
 _json_encoder = msgspec.json.Encoder()

@@ -11,116 +11,62 @@ batches, and always before an `OrderRequest` or `OrderSubmitted` reaches anyone 
 Rows carry a journal-wide ``id`` (the bus sequence restarts with each run), the
 run's id, the bus ``seq``, the event type, times, correlation id and the event as
 JSON.
+
+A journal that cannot write (disk full, file-size limit, I/O error) must stop trading:
+its subscription is *critical* (see :mod:`engine.bus`), so the event whose write failed
+and every later one are withheld from the other subscribers, the journal is FAULTED and
+the risk manager halts (``JOURNAL_UNAVAILABLE``). A failed commit loses SQLite's open
+transaction, so the rows of events already delivered are kept in memory and written
+again, before anything else, by each later attempt: when one succeeds the journal is
+RUNNING again, holding exactly what the engine acted on (trading stays halted until an
+operator resumes). Opening, reading and salvaging the file: :mod:`engine.journal_store`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from pydantic import Field
 
 from engine.component import Component, ComponentContext, ComponentLookup
 from engine.config import StrictModel
-from engine.events import Event, OrderRequest, OrderSubmitted, from_json, to_json
+from engine.events import Event, OrderRequest, OrderSubmitted, to_json
+from engine.journal_store import (
+    INSERT,
+    RUN_EVENT_TYPES,
+    JournalFileError,
+    JournalReader,
+    JournalRow,
+    Row,
+    connect,
+    file_error,
+)
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS events (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    run_id TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    type TEXT NOT NULL,
-    ts_event INTEGER NOT NULL,
-    ts_init INTEGER NOT NULL,
-    correlation_id TEXT NOT NULL,
-    body BLOB NOT NULL
-);
-CREATE INDEX IF NOT EXISTS events_type ON events (type, id);
-CREATE INDEX IF NOT EXISTS events_correlation ON events (correlation_id);
-"""
+# RUN_EVENT_TYPES, JournalFileError, JournalReader, JournalRow: engine.journal_store's.
+__all__ = [
+    "RUN_EVENT_TYPES",
+    "Journal",
+    "JournalConfig",
+    "JournalFileError",
+    "JournalReader",
+    "JournalRow",
+    "JournalWriteError",
+    "journal_for",
+]
 
-# Per-run events: journalled on every run, not part of a resumed run's catch-up.
-RUN_EVENT_TYPES = ("ComponentStateChanged", "Heartbeat")
+
+class JournalWriteError(RuntimeError):
+    """A journal write failed: the event is withheld from everyone after the journal."""
+
 
 # These must be on disk before anyone acts on them.
 _COMMIT_AT_ONCE: tuple[type[Event], ...] = (OrderRequest, OrderSubmitted)
-
-
-def connect(path: str | Path) -> sqlite3.Connection:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    conn.executescript(SCHEMA)
-    return conn
-
-
-@dataclass(frozen=True)
-class JournalRow:
-    id: int
-    run_id: str
-    seq: int
-    type: str
-    ts_event: int
-    correlation_id: str
-    body: bytes
-
-    def event(self) -> Event:
-        return from_json(self.body)
-
-
-class JournalReader:
-    """Read access for rebuilding state after a restart, and for the CLI."""
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
-
-    @classmethod
-    def open(cls, path: str | Path) -> JournalReader:
-        if not Path(path).exists():
-            raise FileNotFoundError(f"no journal at {path}")
-        return cls(connect(path))
-
-    def rows(
-        self,
-        after_id: int = 0,
-        types: tuple[str, ...] = (),
-        limit: int | None = None,
-        newest_first: bool = False,
-    ) -> Iterator[JournalRow]:
-        query = (
-            "SELECT id, run_id, seq, type, ts_event, correlation_id, body FROM events WHERE id > ?"
-        )
-        params: list[Any] = [after_id]
-        if types:
-            query += f" AND type IN ({','.join('?' * len(types))})"
-            params += list(types)
-        query += " ORDER BY id DESC" if newest_first else " ORDER BY id"
-        if limit is not None:
-            query += " LIMIT ?"
-            params.append(limit)
-        for row in self.conn.execute(query, params):
-            yield JournalRow(*row)
-
-    def trading_keys(self) -> deque[tuple[str, str]]:
-        """(type, correlation id) of every event but the per-run ones, in journal order."""
-        marks = ",".join("?" * len(RUN_EVENT_TYPES))
-        query = f"SELECT type, correlation_id FROM events WHERE type NOT IN ({marks}) ORDER BY id"
-        return deque(self.conn.execute(query, RUN_EVENT_TYPES))
-
-    def count(self) -> int:
-        return int(self.conn.execute("SELECT COUNT(*) FROM events").fetchone()[0])
-
-    def last(self, type_name: str) -> JournalRow | None:
-        return next(self.rows(types=(type_name,), limit=1, newest_first=True), None)
 
 
 class JournalConfig(StrictModel):
@@ -154,16 +100,22 @@ class Journal(Component):
         super().__init__(name, settings, context, depends_on)
         self.path = Path(settings.path).resolve()
         self.run_id = uuid.uuid4().hex[:12]
-        self.conn = connect(settings.path)
+        fresh = _nothing_to_resume(self.path)
+        self.conn = connect(self.path)
         self.reader = JournalReader(self.conn)
         self.written = 0
-        self._uncommitted = 0
+        self._batch: list[Row] = []  # rows of delivered events not yet committed
+        self._broken: Exception | None = None  # the last failed write, until one succeeds
         self._last_commit = time.monotonic()
         self._flusher: asyncio.Task[None] | None = None
         # (type, correlation id) of every journalled event the catch-up must re-produce.
-        self._expected: deque[tuple[str, str]] = (
-            self.reader.trading_keys() if settings.resume else deque()
-        )
+        try:
+            self._expected: deque[tuple[str, str]] = (
+                self.reader.trading_keys() if settings.resume else deque()
+            )
+        except sqlite3.Error as exc:
+            self.conn.close()
+            raise file_error(self.path, exc) from None
         self.skipped = 0
         # Set once the catch-up is over (caught up or diverged), or at once when there is none.
         self.caught_up = asyncio.Event()
@@ -172,8 +124,12 @@ class Journal(Component):
             self.log.info("journal.resuming", events_to_catch_up=len(self._expected))
         else:
             self.caught_up.set()
+            if settings.resume:
+                reason = fresh or "it holds no trading events yet"
+                self.log.warning("journal.starting_fresh", path=str(self.path), reason=reason)
         # Subscribed here, not in on_start: the journal must be the first component to.
-        self.subscribe(Event, self.append, name=f"{name}.append")
+        # Critical: an event it cannot write reaches no one else (see engine.bus).
+        self.subscribe(Event, self.append, name=f"{name}.append", critical=True)
 
     async def on_start(self) -> None:
         self._flusher = asyncio.create_task(self._flush_periodically(), name=f"{self.name}.flush")
@@ -183,41 +139,101 @@ class Journal(Component):
             self._flusher.cancel()
             await asyncio.gather(self._flusher, return_exceptions=True)
         self._unsubscribe_all()  # before closing: nothing may append to a closed file
-        self._commit()
+        try:
+            if self._broken is not None:
+                self._write_again([])
+            else:
+                self._commit()
+        except (JournalWriteError, sqlite3.Error) as exc:
+            self.log.error(
+                "journal.rows_lost",
+                path=str(self.path),
+                rows=len(self._batch),
+                error=str(exc),
+                detail="events the engine handled but could not journal; a restart with "
+                "resume: true re-produces them",
+            )
         self.conn.close()
 
     async def _flush_periodically(self) -> None:
         """Commit a quiet tail too: events are never left uncommitted for long."""
         while True:
             await asyncio.sleep(self.settings.commit_interval_seconds)
-            self._commit()
+            if self._broken is not None:
+                continue  # the next event tries again
+            try:
+                self._commit()
+            except sqlite3.Error as exc:
+                self._failed(exc)
+                self.fault(f"cannot write {self.path}: {type(exc).__name__}: {exc}")
 
     def append(self, event: Event) -> None:
+        """Write ``event``; raises :class:`JournalWriteError` if it cannot be written."""
         if self._expected and self._caught_up_on(event):
             return
-        if not self.conn.in_transaction:
-            self.conn.execute("BEGIN")
-        self.conn.execute(
-            "INSERT INTO events (run_id, seq, type, ts_event, ts_init, correlation_id, body) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (
-                self.run_id,
-                event.seq,
-                type(event).__name__,
-                event.ts_event,
-                event.ts_init,
-                event.correlation_id,
-                to_json(event),
-            ),
+        row: Row = (
+            self.run_id,
+            event.seq,
+            type(event).__name__,
+            event.ts_event,
+            event.ts_init,
+            event.correlation_id,
+            to_json(event),
         )
-        self.written += 1
-        self._uncommitted += 1
-        if (
-            isinstance(event, _COMMIT_AT_ONCE)
-            or self._uncommitted >= self.settings.commit_every
-            or time.monotonic() - self._last_commit >= self.settings.commit_interval_seconds
-        ):
-            self._commit()
+        if self._broken is not None:
+            self._write_again([row])
+            return
+        try:
+            if not self.conn.in_transaction:
+                self.conn.execute("BEGIN")
+            self.conn.execute(INSERT, row)
+            self._batch.append(row)
+            self.written += 1
+            if (
+                isinstance(event, _COMMIT_AT_ONCE)
+                or len(self._batch) >= self.settings.commit_every
+                or time.monotonic() - self._last_commit >= self.settings.commit_interval_seconds
+            ):
+                self._commit()
+        except sqlite3.Error as exc:
+            if self._batch and self._batch[-1] is row:
+                self._batch.pop()  # withheld from everyone: not part of what happened
+                self.written -= 1
+            raise self._failed(exc) from exc
+
+    def _write_again(self, rows: list[Row]) -> None:
+        """After a failure: the rows lost with the failed transaction, then ``rows``."""
+        try:
+            self.conn.execute("BEGIN")
+            self.conn.executemany(INSERT, [*self._batch, *rows])
+            self.conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise self._failed(exc) from exc
+        self.log.warning(
+            "journal.writing_again", path=str(self.path), rewritten=len(self._batch) + len(rows)
+        )
+        self.written += len(rows)
+        self._batch.clear()
+        self._broken = None
+        self._last_commit = time.monotonic()
+        self.fault_cleared()
+
+    def _failed(self, exc: sqlite3.Error) -> JournalWriteError:
+        """Note a failed write (SQLite has rolled the transaction back) and describe it."""
+        if self.conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):  # if it fails, the next attempt says so
+                self.conn.execute("ROLLBACK")
+        if self._broken is None:
+            self.log.error(
+                "journal.write_failed",
+                path=str(self.path),
+                error=f"{type(exc).__name__}: {exc}",
+                unwritten=len(self._batch),
+                detail="trading stops until the journal writes again and an operator "
+                "resumes; free disk space, or check the file and its directory",
+            )
+        self._broken = exc
+        return JournalWriteError(f"cannot write the journal {self.path}: {exc}")
 
     def _caught_up_on(self, event: Event) -> bool:
         """True if ``event`` is the next one the journal already holds (skip it)."""
@@ -259,8 +275,17 @@ class Journal(Component):
     def _commit(self) -> None:
         if self.conn.in_transaction:
             self.conn.execute("COMMIT")
-        self._uncommitted = 0
+        self._batch.clear()
         self._last_commit = time.monotonic()
+
+
+def _nothing_to_resume(path: Path) -> str:
+    """Why a journal at ``path`` has nothing to resume from ("" if it may have)."""
+    if not path.exists():
+        return "no journal file: starting a new one"
+    if path.is_file() and path.stat().st_size == 0:
+        return "the journal file is empty (0 bytes): starting fresh"
+    return ""
 
 
 def journal_for(components: ComponentLookup, path: str | Path) -> Journal | None:

@@ -88,6 +88,11 @@ class BusCollector(Collector):
             "Queue size at which an async subscriber applies its backpressure policy.",
             labels=["subscriber", "backpressure"],
         )
+        withheld = CounterMetricFamily(
+            f"{NAMESPACE}_bus_withheld_events",
+            "Events a critical subscriber (the journal) failed on, kept from the rest.",
+            labels=["subscriber"],
+        )
         latency = HistogramMetricFamily(
             f"{NAMESPACE}_bus_handler_duration_seconds",
             "Time a handler took per event.",
@@ -97,12 +102,14 @@ class BusCollector(Collector):
             handled.add_metric([sub.name], sub.delivered)
             for event_type, count in sorted(sub.errors.items()):
                 errors.add_metric([sub.name, event_type], count)
+            if sub.critical:
+                withheld.add_metric([sub.name], sub.withheld)
             if sub.is_async:
                 dropped.add_metric([sub.name], sub.dropped)
                 depth.add_metric([sub.name], sub.depth)
                 capacity.add_metric([sub.name, str(sub.backpressure)], sub.capacity)
             sub.latency.add_to(latency, [sub.name])
-        yield from (handled, errors, dropped, depth, capacity, latency)
+        yield from (handled, errors, withheld, dropped, depth, capacity, latency)
 
 
 class ComponentCollector(Collector):

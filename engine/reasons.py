@@ -16,6 +16,8 @@ class Reason(StrEnum):
     REDUCING_ONLY = "REDUCING_ONLY"
     DAILY_LOSS_LIMIT = "DAILY_LOSS_LIMIT"
     DRAWDOWN_HALT = "DRAWDOWN_HALT"
+    JOURNAL_UNAVAILABLE = "JOURNAL_UNAVAILABLE"  # a halt: the journal could not write
+    SUBSCRIBER_FAILED = "SUBSCRIBER_FAILED"  # a halt: another critical subscriber failed
     UNKNOWN_SYMBOL = "UNKNOWN_SYMBOL"
     DUPLICATE_SIGNAL = "DUPLICATE_SIGNAL"
     STALE_MARKET_DATA = "STALE_MARKET_DATA"
@@ -57,6 +59,7 @@ class OrderFailReason(StrEnum):
     RPC_ERROR = "RPC_ERROR"
     INSUFFICIENT_BALANCE = "INSUFFICIENT_BALANCE"
     INSUFFICIENT_ALLOWANCE = "INSUFFICIENT_ALLOWANCE"
+    JOURNAL_UNAVAILABLE = "JOURNAL_UNAVAILABLE"  # the journal could not record it: not sent
     # Sending (live executor): the node refused the transaction.
     SEND_REJECTED = "SEND_REJECTED"
     INSUFFICIENT_FUNDS_FOR_GAS = "INSUFFICIENT_FUNDS_FOR_GAS"

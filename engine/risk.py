@@ -9,9 +9,13 @@ with a stable reason code (:class:`Reason`).
 
 States: ACTIVE trades; REDUCING allows only position-reducing orders (SELL), entered
 when the UTC day's loss passes the limit (left at the next UTC day) or by an operator;
-HALTED allows nothing, entered when drawdown reaches the limit (or by an operator),
-and left only by :meth:`RiskManager.resume`. After a resume the drawdown is measured
-from the equity at that moment, so the kill switch re-arms instead of firing at once.
+HALTED allows nothing, entered when drawdown reaches the limit, when a critical bus
+subscriber fails (the journal: ``JOURNAL_UNAVAILABLE``; see :mod:`engine.bus`), or by an
+operator, and left only by :meth:`RiskManager.resume`, which is refused while a
+critical subscriber is still failing. After a resume the drawdown is measured from the
+equity at that moment, so the kill switch re-arms instead of firing at once. An order
+approved but withheld by the failing subscriber (never seen by an executor) stops
+counting as pending.
 
 The manager reads the portfolio and the market through handles (:class:`PortfolioView`,
 :class:`MarketView`): given explicitly, or found on the engine by the bus (the
@@ -25,7 +29,7 @@ import hashlib
 import time
 from collections import OrderedDict, deque
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from fractions import Fraction
 
@@ -51,8 +55,11 @@ from engine.events import (
     RiskStateChanged,
     Side,
     Signal,
+    SubscriberFailed,
+    SubscriberRecovered,
 )
 from engine.instruments import Instrument
+from engine.journal import Journal
 from engine.market_view import MarketView
 from engine.portfolio import Portfolio, PortfolioView, drawdown_fraction
 from engine.reasons import Reason
@@ -77,6 +84,7 @@ class _Pending:
     side: Side
     amount_in: int
     expected_out: int
+    seq: int = 0  # the bus sequence of its OrderRequest, once published
 
 
 class Rejected(Exception):
@@ -125,6 +133,7 @@ class RiskManager(Component):
         self._approvals: deque[int] = deque()
         self._pending: dict[str, _Pending] = {}
         self._decided: OrderedDict[str, None] = OrderedDict()
+        self._failing: dict[str, Reason] = {}  # critical bus subscribers failing now
         self.rejections: dict[str, int] = {reason.value: 0 for reason in Reason}
         self.approved: dict[str, int] = {"BUY": 0, "SELL": 0}
         self.tick_to_order = LatencyHistogram()
@@ -157,12 +166,26 @@ class RiskManager(Component):
         self.subscribe(PortfolioUpdate, self._on_portfolio, name=f"{self.name}.portfolio")
         self.subscribe(OrderFilled, self._on_order_done, name=f"{self.name}.fills")
         self.subscribe(OrderFailed, self._on_order_done, name=f"{self.name}.failures")
+        self.subscribe(SubscriberFailed, self._on_subscriber_failed, name=f"{self.name}.failed")
+        self.subscribe(
+            SubscriberRecovered, self._on_subscriber_recovered, name=f"{self.name}.recovered"
+        )
         self.register_collector(_RiskCollector(self))
 
     # -- operator controls ---------------------------------------------------------------
 
     def resume(self) -> None:
-        """Back to ACTIVE; drawdown and the day's loss are measured from equity now."""
+        """Back to ACTIVE; drawdown and the day's loss are measured from equity now.
+
+        Refused (logged, the state kept) while a critical subscriber is failing."""
+        if self._failing:
+            self.log.warning(
+                "risk.resume_refused",
+                reason=self.state_reason,
+                failing=sorted(self._failing),
+                detail="a critical subscriber (the journal?) still fails: fix it first",
+            )
+            return
         equity = self.portfolio.equity_quote
         self._hwm = self._day_start_equity = self._last_equity = equity
         self._set_state(RiskState.ACTIVE, "resumed by operator")
@@ -241,8 +264,12 @@ class RiskManager(Component):
 
     def _on_signal(self, signal: Signal) -> None:
         decision = self.check(signal)
-        if decision is not None:
-            self.bus.publish_nowait(decision)
+        if decision is None:
+            return
+        seq = self.bus.publish_nowait(decision)
+        if isinstance(decision, OrderRequest):
+            pending = self._pending[decision.order_id]
+            self._pending[decision.order_id] = replace(pending, seq=seq)
 
     def _on_bar(self, bar: Bar) -> None:
         # Delivered before the bar's features (run-to-completion): the start of the
@@ -254,6 +281,30 @@ class RiskManager(Component):
 
     def _on_order_done(self, event: OrderFilled | OrderFailed) -> None:
         self._pending.pop(event.order_id, None)
+
+    def _on_subscriber_failed(self, notice: SubscriberFailed) -> None:
+        journals = self.context.components.of_type(Journal)
+        is_journal = any(journal.owns(notice.subscriber) for journal in journals)
+        code = Reason.JOURNAL_UNAVAILABLE if is_journal else Reason.SUBSCRIBER_FAILED
+        self._failing[notice.subscriber] = code
+        # Every order published before this notice has been delivered or withheld by now.
+        for order_id, pending in list(self._pending.items()):
+            if pending.seq and self.bus.was_withheld(pending.seq):
+                del self._pending[order_id]
+                self.log.warning("risk.order_withheld", order_id=order_id, reason=str(code))
+        self.halt(
+            f"{code}: {notice.subscriber} failed on {notice.event_type} "
+            f"(seq {notice.event_seq}): {notice.error}"
+        )
+
+    def _on_subscriber_recovered(self, notice: SubscriberRecovered) -> None:
+        if self._failing.pop(notice.subscriber, None) is not None:
+            self.log.warning(
+                "risk.subscriber_recovered",
+                subscriber=notice.subscriber,
+                state=str(self.risk_state),
+                detail="an operator resume (POST /admin/resume) restarts trading",
+            )
 
     # -- the decision --------------------------------------------------------------------
 

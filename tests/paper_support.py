@@ -3,6 +3,7 @@ test's process or as a live daemon."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ import yaml
 
 from adapters.replay.market_data import SAMPLES_DIR
 from engine.config_loading import load_engine_config
+from engine.events import OrderFilled
 from ml.pipeline import train_from_file
 from ml.registry import ModelRegistry
 from ml.training import TrainSettings
@@ -23,6 +25,17 @@ DAEMON_END = "2022-12-31T23:00:00Z"
 DAEMON_BARS_PER_SECOND = 20
 DAEMON_COMPONENTS = {"journal", "heartbeat", "replay", "features", "strategy_host", "portfolio",
                      "paper_executor", "risk"}  # fmt: skip
+
+
+def balances_after(fills: Iterable[OrderFilled]) -> dict[str, int]:
+    """The paper portfolio's balances (base units): its 10,000 USDT plus every fill's flows."""
+    usdt, btc = 10_000 * 10**6, 0
+    for f in fills:
+        if f.side == "BUY":
+            usdt, btc = usdt - f.amount_in, btc + f.amount_out
+        else:
+            usdt, btc = usdt + f.amount_out, btc - f.amount_in
+    return {"USDT": usdt, "BTC": btc}
 
 
 def train_small_model(root: Path) -> Path:
@@ -75,15 +88,23 @@ def paper_config(models: Path, journal: Path, end: str, **strategy_changes: Any)
     return {**shipped, "clock": "simulated"}
 
 
-def daemon_config(models: Path, tmp_path: Path, *, watch: bool) -> tuple[Path, Path, Path]:
-    """The paper loop for a daemon on a live clock at DAEMON_BARS_PER_SECOND, with its
-    API on a free port; written to ``tmp_path``: (config, strategies dir, journal)."""
+def daemon_config(
+    models: Path,
+    tmp_path: Path,
+    *,
+    watch: bool,
+    end: str = DAEMON_END,
+    bars_per_second: int = DAEMON_BARS_PER_SECOND,
+) -> tuple[Path, Path, Path]:
+    """The paper loop for a daemon on a live clock at ``bars_per_second`` hourly bars up
+    to ``end``, with its API on a free port; written to ``tmp_path``: (config,
+    strategies dir, journal)."""
     journal = tmp_path / "journal.sqlite"
-    config = paper_config(models, journal, DAEMON_END)
+    config = paper_config(models, journal, end)
     config["components"] = [c for c in config["components"] if c["type"] in DAEMON_COMPONENTS]
     for entry in config["components"]:
         if entry["type"] == "replay":
-            entry["config"]["speed"] = 3600 * DAEMON_BARS_PER_SECOND
+            entry["config"]["speed"] = 3600 * bars_per_second
         if entry["type"] == "strategy_host":
             entry["config"]["watch"] = watch
             strategies = Path(entry["config"]["dir"])

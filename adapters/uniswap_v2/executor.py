@@ -414,10 +414,16 @@ class UniswapV2Executor(Component):
 
     def _announcer(self, order: TrackedOrder) -> OnSigned:
         """Publishes ``OrderSubmitted`` for a signed transaction before it is sent: the
-        journal commits it at once, so no swap can be out there without a record."""
+        journal commits it at once, so no swap can be out there without a record. If
+        the journal could not write it (the bus withheld it), nothing is sent."""
 
         async def announce(nonce: int, tx_hash: str) -> None:
-            await self._publish_submitted(order, nonce, tx_hash)
+            seq = await self._publish_submitted(order, nonce, tx_hash)
+            if self.bus.was_withheld(seq):
+                raise SendRejectedError(
+                    OrderFailReason.JOURNAL_UNAVAILABLE,
+                    "the journal could not record the signed transaction: not sent",
+                )
 
         return announce
 
@@ -549,7 +555,11 @@ class UniswapV2Executor(Component):
             order.can_replace = False  # at the cap: keep waiting for the one we have
             return
         fees = max(bumped, current, key=lambda f: f.max_fee_per_gas)
-        replacement = await self.sender.replace(last, fees, on_signed=self._announcer(order))
+        try:
+            replacement = await self.sender.replace(last, fees, on_signed=self._announcer(order))
+        except SendRejectedError as exc:  # not journalled, not sent: keep waiting on ``last``
+            self.log.warning("order.replace_not_sent", order_id=order.order_id, reason=exc.reason)
+            return
         if replacement is None:
             return
         order.sent.append(replacement)
@@ -619,9 +629,9 @@ class UniswapV2Executor(Component):
 
     # -- publishing --------------------------------------------------------------------
 
-    async def _publish_submitted(self, order: TrackedOrder, nonce: int, tx_hash: str) -> None:
+    async def _publish_submitted(self, order: TrackedOrder, nonce: int, tx_hash: str) -> int:
         now = self.clock.timestamp_ns()
-        await self.bus.publish(
+        return await self.bus.publish(
             OrderSubmitted(
                 ts_event=now,
                 ts_init=now,

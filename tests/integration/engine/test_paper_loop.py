@@ -24,7 +24,7 @@ from engine.events import (
 from engine.journal import JournalReader
 from engine.reasons import Reason
 from engine.registry import build_component
-from tests.paper_support import paper_config
+from tests.paper_support import balances_after, paper_config
 
 
 async def test_paper_loop_trades_real_history_consistently_and_journals_it(models, tmp_path):
@@ -54,14 +54,8 @@ async def test_paper_loop_trades_real_history_consistently_and_journals_it(model
     assert {r.reason for r in seen[RiskRejected]} <= {reason.value for reason in Reason}
 
     # The portfolio's balances are the start plus every fill's flows, to the base unit.
-    usdt, btc = 10_000 * 10**6, 0
-    for f in seen[OrderFilled]:
-        if f.side == "BUY":
-            usdt, btc = usdt - f.amount_in, btc + f.amount_out
-        else:
-            usdt, btc = usdt + f.amount_out, btc - f.amount_in
     final = seen[PortfolioUpdate][-1]
-    assert final.balances == {"USDT": usdt, "BTC": btc}
+    assert final.balances == balances_after(seen[OrderFilled])
 
     # In the journal every order precedes its fill, and the fill carries the bar's id.
     reader = JournalReader.open(tmp_path / "journal.sqlite")

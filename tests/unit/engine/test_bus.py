@@ -8,7 +8,7 @@ import random
 import pytest
 
 from engine.bus import Backpressure, BusClosedError, EventBus
-from engine.events import Bar, Event, Features, Heartbeat
+from engine.events import Bar, Event, Features, Heartbeat, SubscriberFailed, SubscriberRecovered
 from tests.factories import bar, heartbeat
 
 
@@ -128,6 +128,94 @@ def test_failing_sync_handler_does_not_stop_delivery_to_others():
     assert before == after == list(range(10))
     assert sub.errors == {"Heartbeat": 5}
     assert sub.delivered == 10
+
+
+class Disk:
+    """A critical handler that fails while ``full``, like a journal on a full disk."""
+
+    def __init__(self) -> None:
+        self.full = False
+        self.written: list[int] = []
+        self.hooks: list[str] = []
+
+    def write(self, event: Event) -> None:
+        if self.full:
+            raise OSError("disk full")
+        self.written.append(event.seq)
+
+
+async def test_an_event_a_critical_handler_fails_on_reaches_no_later_subscriber():
+    bus = EventBus()
+    disk = Disk()
+    before: list[int] = []
+    after: list[int] = []
+    queued: list[int] = []
+    notices: list[Event] = []
+
+    async def consume(event: Heartbeat) -> None:
+        queued.append(event.seq)
+
+    bus.subscribe(Heartbeat, lambda e: before.append(e.seq), name="before")
+    sub = bus.subscribe(
+        Event,
+        disk.write,
+        name="disk",
+        critical=True,
+        on_failure=lambda exc: disk.hooks.append(f"failed: {exc}"),
+        on_recovery=lambda: disk.hooks.append("recovered"),
+    )
+    bus.subscribe(Heartbeat, lambda e: after.append(e.seq), name="after")
+    bus.subscribe(Heartbeat, consume, name="queued")
+    bus.subscribe(SubscriberFailed, notices.append, name="notices.failed")
+    bus.subscribe(SubscriberRecovered, notices.append, name="notices.recovered")
+    for i in range(3):
+        bus.publish_nowait(heartbeat(i))  # seq 1..3
+    disk.full = True
+    for i in range(3, 6):
+        bus.publish_nowait(heartbeat(i))  # seq 4, then the notice (5), then 6 and 7
+    disk.full = False
+    bus.publish_nowait(heartbeat(6))  # seq 8, then the recovery notice (9)
+    await bus.drain()
+
+    assert before == [1, 2, 3, 4, 6, 7, 8]
+    assert after == queued == [1, 2, 3, 8]  # 4, 6 and 7 withheld
+    assert [type(n) for n in notices] == [SubscriberFailed, SubscriberRecovered]
+    failed = notices[0]
+    assert (failed.subscriber, failed.event_type, failed.event_seq, failed.seq) == (
+        "disk", "Heartbeat", 4, 5,
+    )  # fmt: skip
+    assert failed.error == "OSError: disk full"
+    assert disk.hooks == ["failed: disk full", "recovered"]  # once each, not per event
+    assert disk.written == [1, 2, 3, 8, 9]  # the failure notice reached no disk, but others
+    assert sub.withheld == 3
+    assert sub.errors == {"Heartbeat": 3, "SubscriberFailed": 1}
+    assert [bus.was_withheld(seq) for seq in range(1, 10)] == [
+        False, False, False, True, False, True, True, False, False,
+    ]  # fmt: skip
+    assert not sub.failing
+
+
+def test_a_critical_handler_must_be_sync():
+    async def handler(event: Event) -> None:
+        pass
+
+    with pytest.raises(ValueError, match="critical handler must be sync"):
+        EventBus().subscribe(Event, handler, critical=True)
+
+
+def test_a_failing_hook_does_not_break_delivery():
+    bus = EventBus()
+    disk = Disk()
+    seen: list[int] = []
+
+    def hook(exc: Exception) -> None:
+        raise RuntimeError("hook")
+
+    bus.subscribe(Heartbeat, disk.write, critical=True, on_failure=hook)
+    bus.subscribe(Event, lambda e: seen.append(e.seq))
+    disk.full = True
+    bus.publish_nowait(heartbeat(1))
+    assert seen == [2]  # heartbeat 1 withheld; the notice (2) delivered
 
 
 async def test_failing_async_handler_keeps_consuming_and_others_are_unaffected():

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 
+import structlog
 from prometheus_client import CollectorRegistry
 
 from engine.bus import EventBus
@@ -36,7 +37,8 @@ def fill(n: int) -> OrderFilled:
 def make_journal(tmp_path, **settings) -> tuple[EventBus, Journal]:
     bus = EventBus()
     ctx = ComponentContext(bus, SimulatedClock(), CollectorRegistry(), Secrets())
-    journal = Journal("journal", JournalConfig(path=str(tmp_path / "j.sqlite"), **settings), ctx)
+    settings.setdefault("path", str(tmp_path / "j.sqlite"))
+    journal = Journal("journal", JournalConfig(**settings), ctx)
     return bus, journal
 
 
@@ -215,3 +217,79 @@ async def test_waiting_for_a_turn_ends_when_the_catch_up_diverges(tmp_path):
     bus.publish_nowait(order(7))  # not what the journal holds: diverged
     await asyncio.wait_for(waiting, 1)
     await journal.stop()
+
+
+def test_a_journal_that_cannot_write_withholds_faults_and_writes_again_when_it_can(tmp_path):
+    """Under a file-size limit (as on a full disk) an order's commit fails: the order and
+    every later event reach no one, the journal is FAULTED; with the limit lifted it
+    writes the lost batch and goes on, holding exactly what the others saw."""
+    path = tmp_path / "j.sqlite"
+    script = textwrap.dedent(
+        f"""
+        import asyncio, json, os, resource
+        from prometheus_client import CollectorRegistry
+        from engine.bus import EventBus
+        from engine.clock import SimulatedClock
+        from engine.component import ComponentContext
+        from engine.config import Secrets
+        from engine.events import Event, Heartbeat, OrderRequest
+        from engine.journal import Journal, JournalConfig
+
+        async def main():
+            bus = EventBus()
+            ctx = ComponentContext(bus, SimulatedClock(), CollectorRegistry(), Secrets())
+            settings = JournalConfig(path={str(path)!r}, commit_every=10_000,
+                                     commit_interval_seconds=3600)
+            journal = Journal("journal", settings, ctx)
+            seen, states = [], []
+            bus.subscribe(Event, lambda e: seen.append(e.seq), name="executor")
+            await journal.start()
+            for i in range(5):  # delivered, not committed yet
+                bus.publish_nowait(Heartbeat(ts_event=i, ts_init=i, count=i))
+            _, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+            wal = os.path.getsize({str(path)!r} + "-wal")
+            resource.setrlimit(resource.RLIMIT_FSIZE, (wal, hard))
+            bus.publish_nowait(OrderRequest(ts_event=9, ts_init=9, order_id="o-1",
+                strategy_id="ml", symbol="WETH/USDC", side="BUY", amount_in=1))
+            bus.publish_nowait(Heartbeat(ts_event=10, ts_init=10, count=10))
+            states.append(str(journal.state))
+            resource.setrlimit(resource.RLIMIT_FSIZE, (hard, hard))
+            bus.publish_nowait(Heartbeat(ts_event=11, ts_init=11, count=11))
+            states.append(str(journal.state))
+            await journal.stop()
+            print(json.dumps({{"seen": seen, "states": states}}))
+
+        asyncio.run(main())
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["states"] == ["FAULTED", "RUNNING"]
+    rows = [(r.seq, r.type) for r in JournalReader.open(path).rows()]
+    # 1-2 starting, 3-7 heartbeats (lost with the failed commit, written again), 8 the
+    # order, 9 the failure notice, 10 FAULTED, 11 a heartbeat, 12 the heartbeat that
+    # found the disk writable, 13 RUNNING again, 14 the recovery notice, 15-16 stopping.
+    assert rows == [
+        *[(1, "ComponentStateChanged"), (2, "ComponentStateChanged")],
+        *[(seq, "Heartbeat") for seq in range(3, 8)],
+        *[(12, "Heartbeat"), (13, "ComponentStateChanged"), (14, "SubscriberRecovered")],
+        (15, "ComponentStateChanged"),
+    ]
+    # The order (8), FAULTED (10) and heartbeat 11 reached no one; the notice (9) did.
+    assert report["seen"] == [*range(1, 8), 9, *range(12, 17)]
+
+
+async def test_a_missing_or_empty_journal_with_resume_says_it_starts_fresh(tmp_path):
+    (tmp_path / "empty.sqlite").touch()
+    with structlog.testing.capture_logs() as logs:
+        for name in ("missing.sqlite", "empty.sqlite"):
+            make_journal(tmp_path, path=str(tmp_path / name))[1].conn.close()
+    fresh = [(e["path"], e["reason"]) for e in logs if e["event"] == "journal.starting_fresh"]
+    assert fresh == [
+        (str(tmp_path / "missing.sqlite"), "no journal file: starting a new one"),
+        (str(tmp_path / "empty.sqlite"), "the journal file is empty (0 bytes): starting fresh"),
+    ]
+    assert all(e["log_level"] == "warning" for e in logs if e["event"] == "journal.starting_fresh")

@@ -8,6 +8,7 @@ new balances.
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,15 +21,17 @@ from adapters.uniswap_v2.paper import PaperExecutor, PaperExecutorConfig
 from engine import amm
 from engine.bus import EventBus
 from engine.clock import NANOS_PER_SECOND, SimulatedClock
-from engine.component import ComponentContext, ComponentGraph
+from engine.component import ComponentContext, ComponentGraph, ComponentState
 from engine.config import ComponentConfig, Secrets
 from engine.events import (
+    Event,
     OrderFailed,
     OrderFilled,
     OrderRequest,
     RiskRejected,
     RiskStateChanged,
 )
+from engine.journal import Journal, JournalConfig
 from engine.market_view import BusMarketView
 from engine.portfolio import Portfolio, PortfolioConfig
 from engine.registry import build_component
@@ -53,11 +56,17 @@ class Rig:
         balances: dict[str, Any] | None = None,
         paper: dict[str, Any] | None = None,
         start_ns: int = START_NS,
+        journal: Path | None = None,
     ) -> None:
         self.bus = EventBus()
         self.clock = SimulatedClock(start_ns)
         self.registry = CollectorRegistry()
         context = ComponentContext(self.bus, self.clock, self.registry, Secrets())
+        self.journal = (
+            None
+            if journal is None
+            else Journal("journal", JournalConfig(path=str(journal)), context)
+        )
         self.market = BusMarketView(self.bus)
         self.portfolio = Portfolio(
             "portfolio",
@@ -92,7 +101,7 @@ class Rig:
         self._signals = 0
 
     async def start(self) -> Rig:
-        for component in (self.portfolio, self.paper, self.risk):
+        for component in (self.journal, self.portfolio, self.paper, self.risk):
             if component is not None:
                 await component.start()
         return self
@@ -383,6 +392,61 @@ async def test_operator_halt_rejects_everything_with_halted():
     rig = await trading_rig(balances={"USDC": 5_000, "WETH": 1})
     rig.risk.halt("incident")
     assert reason(rig.signal("SELL")) == "HALTED"
+
+
+class Store:
+    """A critical subscriber like the journal on a disk that fills up: once ``full``, it
+    fails from the next order on (where it commits), on every event, until emptied."""
+
+    def __init__(self) -> None:
+        self.full = False
+        self.failing = False
+
+    def write(self, event: Event) -> None:
+        self.failing = self.full and (self.failing or isinstance(event, OrderRequest))
+        if self.failing:
+            raise OSError("no space left on device")
+
+
+async def test_a_failing_critical_subscriber_halts_and_the_order_it_withheld_is_not_pending():
+    rig = Rig(paper=DEEP_POOL)
+    store = Store()
+    rig.bus.subscribe(Event, store.write, name="store", critical=True)  # before paper and risk
+    await rig.start()
+    rig.bar(2_000.0)
+    assert isinstance(rig.signal("BUY"), OrderRequest)
+    store.full = True
+    withheld = rig.signal("BUY")
+    assert isinstance(withheld, OrderRequest)  # approved, then stopped by the store
+    assert withheld.order_id not in {f.order_id for f in rig.fills}  # never executed
+    assert len(rig.fills) == 1
+    assert rig.risk.risk_state is RiskState.HALTED
+    assert rig.risk.state_reason.startswith("SUBSCRIBER_FAILED: store failed on OrderRequest")
+    assert rig.risk.status()["pending_orders"] == 0
+    assert rig.signal("SELL") is None  # withheld by the store: risk does not see it
+    rig.risk.resume()  # refused: the store still fails
+    assert rig.risk.risk_state is RiskState.HALTED
+    store.full = False
+    rig.bar(2_000.0)  # handled: the store works again, but trading waits for an operator
+    assert rig.risk.risk_state is RiskState.HALTED
+    rig.risk.resume()
+    assert rig.risk.risk_state is RiskState.ACTIVE
+    assert isinstance(rig.signal("SELL"), OrderRequest)
+    assert len(rig.fills) == 2
+
+
+async def test_a_journal_that_cannot_write_halts_with_journal_unavailable(tmp_path):
+    rig = Rig(paper=DEEP_POOL, journal=tmp_path / "j.sqlite")
+    await rig.start()
+    rig.bar(2_000.0)
+    assert rig.journal is not None
+    rig.journal.conn.close()  # every write fails from now on
+    rig.bar(2_010.0)
+    assert rig.journal.state is ComponentState.FAULTED
+    assert rig.risk.risk_state is RiskState.HALTED
+    assert rig.risk.state_reason.startswith("JOURNAL_UNAVAILABLE: journal.append failed on Bar")
+    assert rig.signal("BUY") is None  # the signal itself is withheld: risk never sees it
+    assert rig.risk.status()["signals"] == {"BUY": 0, "SELL": 0, "HOLD": 0}
 
 
 # -- metrics, config, wiring -----------------------------------------------------------

@@ -6,11 +6,13 @@ import asyncio
 
 import pytest
 from web3 import AsyncHTTPProvider, AsyncWeb3
+from web3.exceptions import TransactionNotFound
 
 from adapters.uniswap_v2.artifacts import erc20_abi, router_abi
 from adapters.uniswap_v2.executor import OrderStatus
+from engine.bus import EventBus
 from engine.clock import SimulatedClock
-from engine.events import OrderFailed, OrderFilled, OrderSubmitted
+from engine.events import Event, OrderFailed, OrderFilled, OrderSubmitted
 from tests import factories
 from tests.chain_helpers import TOKEN, Chain, new_trader, order, outcome, quote
 
@@ -183,6 +185,35 @@ async def test_unknown_symbol_and_bad_amount_fail_without_crashing(chain, trader
     assert (await outcome(harness, "x1")).reason == "UNKNOWN_SYMBOL"
     assert (await outcome(harness, zero.order_id)).reason == "INVALID_AMOUNT"
     assert harness.executor.state == "RUNNING"
+
+
+async def test_a_swap_the_journal_could_not_record_is_not_sent(chain, make_executor):
+    """Journal before send: the bus withholds an ``OrderSubmitted`` a critical subscriber
+    (the journal) failed on, and the executor then does not send the signed swap."""
+    owner = await new_trader(chain)
+    bus = EventBus()
+    signed: list[OrderSubmitted] = []
+
+    def journal(event: Event) -> None:
+        if isinstance(event, OrderSubmitted):
+            signed.append(event)
+            raise OSError("disk full")
+
+    bus.subscribe(Event, journal, name="journal", critical=True)
+    harness = await make_executor(chain, owner, bus=bus)
+    request = order("SELL", TOKEN)
+    await bus.publish(request)
+    failed = await outcome(harness, request.order_id)
+    assert isinstance(failed, OrderFailed)
+    assert failed.reason == "JOURNAL_UNAVAILABLE"
+    assert harness.recorder.of(OrderSubmitted) == []  # withheld from everyone after
+    w3 = AsyncWeb3(AsyncHTTPProvider(chain.url))
+    try:
+        assert await w3.eth.get_transaction_count(owner.address) == 1  # the approval only
+        with pytest.raises(TransactionNotFound):
+            await w3.eth.get_transaction(signed[0].venue_order_id)
+    finally:
+        await w3.provider.disconnect()
 
 
 async def test_duplicate_order_id_is_never_sent_twice(chain, trader, make_executor):
