@@ -390,9 +390,10 @@ class UniswapV2Executor(Component):
         path = self._path(request)
         token_in = path[0]
         try:
-            # Shielded from the deadline: an approval cut mid-send would use a nonce
-            # unrecorded; it finishes in the background and the next order finds it.
-            await asyncio.shield(self._spawn(self.approvals.ensure(token_in)))
+            if token_in not in self.approvals.approved:
+                # Shielded from the deadline: an approval cut mid-send would use a nonce
+                # unrecorded; it finishes in the background and the next order finds it.
+                await asyncio.shield(self._spawn(self.approvals.ensure(token_in)))
         except ApprovalError as exc:
             return await self._fail(order, exc.reason, exc.detail)
         except SendRejectedError as exc:
