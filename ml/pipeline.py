@@ -13,12 +13,14 @@ from typing import Any
 
 import pandas as pd
 
-from engine.candles import read_candles, utc_timestamp
-from ml.labels import make_dataset
+from engine.candles import open_times_ns, read_candles, utc_timestamp
+from engine.timeframes import infer_timeframe
+from ml.labels import LABEL_COLUMN, make_dataset
 from ml.registry import ModelRegistry, ModelVersion
 from ml.training import (
     TrainSettings,
     autogluon_output_to,
+    check_label_classes,
     check_training_set,
     fit_predictor,
     time_ordered_split,
@@ -61,11 +63,18 @@ def train_and_register(
     data_description: dict[str, Any],
     promote: bool = True,
     show_progress: bool = False,
+    timeframe: str | None = None,
 ) -> TrainResult:
-    """Features, checks, a time-ordered split, AutoGluon, a deployment clone, a registry entry."""
+    """Features, checks, a time-ordered split, AutoGluon, a deployment clone, a registry entry.
+
+    ``timeframe`` (the bars'; inferred from the frame when not given) goes into the
+    metadata: a model is refused on bars of another timeframe."""
+    timeframe = timeframe or infer_timeframe(open_times_ns(frame))
     features, labels = make_dataset(frame, settings.feature_set, settings.horizon)
     check_training_set(features, frame["close"].loc[features.index], settings)
     train, tuning = time_ordered_split(features, labels, settings.tuning_fraction, settings.horizon)
+    source = data_description.get("path") or "the data"
+    check_label_classes(train[LABEL_COLUMN], f"{source}: the {len(train)} training rows")
     registry.root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=registry.root, prefix=".train-") as work:
         work_dir = Path(work)
@@ -87,6 +96,7 @@ def train_and_register(
         shutil.copy(log_file, clone_dir / "autogluon.log")
         stamps = frame["timestamp"]
         metadata = {
+            "timeframe": timeframe,
             "feature_set": settings.feature_set,
             "feature_columns": list(features.columns),
             "label": {
@@ -140,4 +150,6 @@ def train_from_file(
         "missing_candles": gaps.missing_candles,
         "until": until,
     }
-    return train_and_register(frame, settings, registry, name, description, promote, show_progress)
+    return train_and_register(
+        frame, settings, registry, name, description, promote, show_progress, timeframe
+    )

@@ -3,8 +3,8 @@
 Layout::
 
     models/<name>/<version>/predictor/      AutoGluon deployment clone
-    models/<name>/<version>/metadata.json   feature set, columns, label, span, data hash,
-                                            metrics, package versions
+    models/<name>/<version>/metadata.json   timeframe, feature set, columns, label, span,
+                                            data hash, metrics, package versions
     models/<name>/CURRENT                   the version in service (replaced atomically)
     models/<name>/promotions.jsonl          every promotion, for rollback and audit
 
@@ -53,6 +53,13 @@ class ModelVersion:
     @property
     def feature_columns(self) -> list[str]:
         return list(self.metadata["feature_columns"])
+
+    @property
+    def timeframe(self) -> str | None:
+        """The timeframe of the bars it was trained on; None when not recorded (a model
+        registered before it was, from data whose file is not described)."""
+        recorded = self.metadata.get("timeframe") or self.metadata.get("data", {}).get("timeframe")
+        return str(recorded) if recorded else None
 
 
 def _atomic_write(path: Path, text: str) -> None:

@@ -28,6 +28,28 @@ class FeatureMismatchError(ModelLoadError):
     pass
 
 
+class TimeframeMismatchError(ModelLoadError):
+    """The model was trained on bars of another timeframe than the data it is given."""
+
+
+def check_timeframe(version: ModelVersion, timeframe: str, *, allow: bool, override: str) -> str:
+    """Refuse ``version`` on bars of ``timeframe`` when it was trained on others: its
+    features count windows in bars, so an hourly model on daily bars sees spans 24 times
+    longer than it learned on, without a word. Raises :class:`TimeframeMismatchError`
+    naming ``override`` (how to run it anyway); with ``allow`` returns the problem for a
+    warning instead. "" when they match or the model does not record its timeframe."""
+    trained = version.timeframe
+    if trained is None or trained == timeframe:
+        return ""
+    problem = (
+        f"model {version.name}/{version.version} was trained on {trained} bars, "
+        f"but the data is {timeframe}"
+    )
+    if allow:
+        return problem
+    raise TimeframeMismatchError(f"{problem}: train a model on {timeframe} bars, or {override}")
+
+
 class ServingModel:
     """One loaded model version; ``predict_up(values)`` → probability of the next bar up."""
 

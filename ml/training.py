@@ -138,6 +138,7 @@ def fit_predictor(
     show_progress: bool = False,
 ) -> Any:
     """Fit a TabularPredictor on time-ordered train/tuning tables; returns it."""
+    check_label_classes(train[LABEL_COLUMN])
     from autogluon.tabular import TabularPredictor  # heavy import, only when training
 
     log_file = log_file or path.with_suffix(".log")
@@ -172,6 +173,21 @@ def fit_predictor(
         fit_args.update(settings.extra_fit_args)
         predictor.fit(train, **fit_args)
     return predictor
+
+
+def check_label_classes(labels: pd.Series, where: str = "the training rows") -> None:
+    """Refuse labels of one class (a constant price labels every bar "not up"): AutoGluon
+    would stop on an ``AssertionError`` deep inside a binary fit."""
+    classes = labels.unique()
+    if len(classes) > 1:
+        return
+    if len(classes) == 0:
+        raise ValueError(f"{where}: no labelled rows to train on")
+    kind = "up (the next close is higher)" if classes[0] == 1 else "not up (no close ever rises)"
+    raise ValueError(
+        f"{where}: all {len(labels)} labels are {kind}; a direction model needs both classes. "
+        "Is the price constant? Train on other data or a longer span"
+    )
 
 
 def check_training_set(features: pd.DataFrame, close: pd.Series, settings: TrainSettings) -> None:

@@ -96,6 +96,11 @@ def _register_backtest(commands: Any) -> None:
     p.add_argument("--data", type=Path, required=True, help="candle file")
     p.add_argument("--start", help="first bar to trade (e.g. 2022-01-01)")
     p.add_argument("--end", help="last bar to trade")
+    p.add_argument(
+        "--allow-timeframe-mismatch",
+        action="store_true",
+        help="backtest a model trained on another timeframe than the data's (refused otherwise)",
+    )
     _add_trade_rule(p)
     _add_common(p)
     p.set_defaults(handler=_cmd_backtest)
@@ -222,7 +227,13 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
     try:
         rule = _trade_rule(args)
         document, bars, trial = backtest_model(
-            args.model, args.models_dir, args.data, rule, args.start, args.end
+            args.model,
+            args.models_dir,
+            args.data,
+            rule,
+            args.start,
+            args.end,
+            allow_timeframe_mismatch=args.allow_timeframe_mismatch,
         )
     except (ValueError, LookupError, OSError, RuntimeError) as exc:
         return _fail("backtest", EXIT_USAGE, str(exc))

@@ -50,13 +50,23 @@ def backtest_model(
     rule: TradeRule,
     start: str | None = None,
     end: str | None = None,
+    allow_timeframe_mismatch: bool = False,
 ) -> tuple[dict[str, Any], pd.DataFrame, Trial]:
-    """Backtest a registered model version on a candle file, with both baselines."""
-    from ml.serving import ServingModel
+    """Backtest a registered model version on a candle file, with both baselines; a model
+    trained on another timeframe than the file's is refused unless allowed."""
+    from ml.serving import ServingModel, check_timeframe
 
     name, version = parse_model_spec(model)
     served = ServingModel.load(models_dir, name, version)
     frame, timeframe, _ = read_candles(data)
+    mismatch = check_timeframe(
+        served.version,
+        timeframe,
+        allow=allow_timeframe_mismatch,
+        override="pass --allow-timeframe-mismatch to backtest it anyway",
+    )
+    if mismatch:
+        print(f"WARNING: {mismatch}: its figures mean little.", file=sys.stderr)
     horizon = int(served.version.metadata["label"].get("horizon", 1))
     features, labels = make_dataset(frame, served.version.feature_set, horizon)
     stamps = frame["timestamp"].loc[features.index]
@@ -89,10 +99,19 @@ def backtest_model(
     document = {
         **runs.run_header("backtest"),
         "data": described,
-        "model": {"name": served.version.name, "version": served.version.version},
+        "model": {
+            "name": served.version.name,
+            "version": served.version.version,
+            "timeframe": served.version.timeframe,
+        },
         "model_training_span": span,
         "in_sample_bars": in_sample,
-        "config": {"rule": dataclasses.asdict(rule), "start": start, "end": end},
+        "config": {
+            "rule": dataclasses.asdict(rule),
+            "start": start,
+            "end": end,
+            "allow_timeframe_mismatch": allow_timeframe_mismatch,
+        },
         "figures": runs.backtest_figures(result),
     }
     bars = result.bars.assign(timestamp=stamps.to_numpy())

@@ -7,6 +7,10 @@ high-confidence down, HOLD otherwise. Both thresholds live in the strategy confi
 Inference runs inline (about a millisecond for a model trained with the default
 inference budget); the model is loaded off the loop at start.
 
+Features of another timeframe than the model was trained on get no signal: the
+strategy logs it once, goes DEGRADED naming both timeframes, and stays so until new
+settings are applied (``allow_timeframe_mismatch: true`` trades on them anyway).
+
 Settings can be swapped while running (:meth:`MLDirectionStrategy.apply_settings`):
 the settings, the model they name and their version travel as one immutable
 :class:`ActiveConfig`, replaced by a single assignment, so each event is handled
@@ -28,7 +32,7 @@ from engine.events import Action, Confidence, Features, Signal
 from ml.confidence import confidence_level
 from ml.pipeline import train_from_file
 from ml.registry import ModelRegistry
-from ml.serving import ServingModel
+from ml.serving import ServingModel, TimeframeMismatchError, check_timeframe
 from ml.training import TrainSettings
 from ml.training_process import run_in_spawned_process
 
@@ -54,6 +58,11 @@ class MLDirectionConfig(StrictModel):
     )
     train_if_missing: FirstModelConfig | None = Field(
         None, description="When the registry has no model yet, train one first (logged)."
+    )
+    allow_timeframe_mismatch: bool = Field(
+        False,
+        description="Trade on features of another timeframe than the model was trained on "
+        "(refused otherwise: no signal, the strategy DEGRADED).",
     )
 
     @field_validator("medium_confidence")
@@ -81,6 +90,7 @@ class ActiveConfig:
     content_hash: str
     symbols: frozenset[str]
     trading: frozenset[Confidence]
+    timeframe: str | None  # the model's
 
     @classmethod
     def of(
@@ -89,7 +99,9 @@ class ActiveConfig:
         trading: frozenset[Confidence] = frozenset(
             ("high",) if settings.trade_on == "high" else ("high", "medium")
         )
-        return cls(settings, model, version, content_hash, frozenset(settings.symbols), trading)
+        symbols = frozenset(settings.symbols)
+        timeframe = model.version.timeframe
+        return cls(settings, model, version, content_hash, symbols, trading, timeframe)
 
 
 class MLDirectionStrategy(Component):
@@ -111,6 +123,8 @@ class MLDirectionStrategy(Component):
         self._initial_version = (config_version, config_hash)
         self._active: ActiveConfig | None = None
         self._seen_symbols: set[str] = set()
+        # (model label, timeframe) → may it predict on features of that timeframe
+        self._timeframe_verdicts: dict[tuple[str, str], bool] = {}
         self.signals_published = 0
 
     @property
@@ -169,6 +183,8 @@ class MLDirectionStrategy(Component):
         # self._active once, so every event is handled wholly under the old config or
         # wholly under the new one, never a mix of the two.
         self._active = new
+        self._timeframe_verdicts.clear()  # judged again under the new settings
+        self.recover()
         return new
 
     def close_positions(self) -> list[Signal]:
@@ -254,6 +270,10 @@ class MLDirectionStrategy(Component):
             return
         if active.symbols and features.symbol not in active.symbols:
             return
+        if features.timeframe != active.timeframe and not self._may_predict_on(
+            active, features.timeframe
+        ):
+            return
         self._seen_symbols.add(features.symbol)
         probability_up = active.model.predict_up(features.values)
         prediction = int(probability_up > 0.5)
@@ -274,6 +294,31 @@ class MLDirectionStrategy(Component):
                 config_version=active.version,
             )
         )
+
+    def _may_predict_on(self, active: ActiveConfig, timeframe: str) -> bool:
+        """Whether the model in force may predict on features of ``timeframe``; judged
+        (and logged) once per model and timeframe."""
+        key = (active.model.label, timeframe)
+        verdict = self._timeframe_verdicts.get(key)
+        if verdict is not None:
+            return verdict
+        try:
+            warning = check_timeframe(
+                active.model.version,
+                timeframe,
+                allow=active.settings.allow_timeframe_mismatch,
+                override="set allow_timeframe_mismatch: true in the strategy config",
+            )
+        except TimeframeMismatchError as exc:
+            self.log.error("strategy.timeframe_mismatch", model=active.model.label, error=str(exc))
+            self.degrade(str(exc))
+            verdict = False
+        else:
+            if warning:
+                self.log.warning("strategy.timeframe_mismatch_allowed", detail=warning)
+            verdict = True
+        self._timeframe_verdicts[key] = verdict
+        return verdict
 
 
 def confidence_of(probability_up: float, settings: MLDirectionConfig) -> Confidence:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import pandas as pd
 
@@ -24,3 +25,13 @@ def candle_frame(opens: Sequence[str] | pd.DatetimeIndex) -> pd.DataFrame:
             "volume": [10.0] * len(close),
         }
     )
+
+
+def constant_price_file(directory: Path, days: int = 400) -> Path:
+    """``directory/flat.csv``: daily candles whose price never moves (one label class)."""
+    frame = candle_frame(pd.date_range("2022-01-01", periods=days, freq="1D"))
+    frame[["open", "high", "low", "close"]] = 100.0
+    path = directory / "flat.csv"
+    stamps = frame["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    frame.assign(timestamp=stamps).to_csv(path, index=False)
+    return path

@@ -6,15 +6,43 @@ never ask for what they build.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
+from tests.processes import SESSION_MARKER, mark_session, session_leftovers
+
 if TYPE_CHECKING:
     import pandas as pd
 
     from research.walkforward import Dataset
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    mark_session()  # before any test starts a process
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_process_outlives_the_session() -> Iterator[None]:
+    """Fail the run when a process a test started still runs once every test and
+    fixture is done (a daemon's orphaned anvil, a server never stopped); kill it."""
+    yield
+    marker = os.environ[SESSION_MARKER]
+    deadline = time.monotonic() + 5.0  # time to exit for what was just stopped
+    while (leftovers := session_leftovers(marker)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for pid in leftovers:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    if leftovers:
+        named = "\n".join(f"  pid {pid}: {what}" for pid, what in leftovers.items())
+        pytest.fail(f"processes started by this test session outlived it (killed now):\n{named}")
 
 
 @pytest.fixture(scope="module")

@@ -11,10 +11,12 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import psutil
 import yaml
 
 from tests.paths import ROOT
@@ -27,6 +29,43 @@ def process_alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+# Set to a fresh id by each test session; every process it starts inherits it, so its
+# processes are found even once orphaned, and another session's never are.
+SESSION_MARKER = "TRADE_ENGINE_TEST_SESSION"
+# Python's own helpers (multiprocessing's resource tracker, joblib's workers): each
+# exits with the process that started it, so one still there at the end is no leak.
+RUNTIME_HELPERS = ("multiprocessing.resource_tracker", "multiprocessing.forkserver", "loky")
+
+
+def mark_session() -> str:
+    """Give this process (and so every process it starts from now on) a new marker."""
+    marker = uuid.uuid4().hex
+    os.environ[SESSION_MARKER] = marker
+    return marker
+
+
+def session_leftovers(marker: str) -> dict[int, str]:
+    """Running processes this test session started, pid → what they are: this process's
+    descendants (Python's helpers aside) and, anywhere on the machine, the processes
+    whose environment carries ``marker`` — orphans whose parent is gone."""
+    me = psutil.Process()
+    descendants = {child.pid: child for child in me.children(recursive=True)}
+    found: dict[int, str] = {}
+    for proc in psutil.process_iter():
+        try:
+            if proc.pid == me.pid or proc.status() == psutil.STATUS_ZOMBIE:
+                continue
+            command = " ".join(proc.cmdline())[:200] or proc.name()
+            if proc.pid in descendants:
+                if not any(helper in command for helper in RUNTIME_HELPERS):
+                    found[proc.pid] = f"{command} (child of pid {proc.ppid()})"
+            elif proc.environ().get(SESSION_MARKER) == marker:
+                found[proc.pid] = f"{command} (orphan: its parent is gone)"
+        except psutil.Error:  # gone meanwhile, or not ours to read
+            continue
+    return found
 
 
 def free_port() -> int:

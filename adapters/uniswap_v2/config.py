@@ -70,6 +70,14 @@ class UniswapV2ExecutorConfig(StrictModel):
         "timestamp) does not see; the first write costs about 44k gas. Unused gas is not paid.",
     )
     rpc_timeout_seconds: float = Field(10.0, gt=0, description="Timeout of one RPC request.")
+    quote_timeout_seconds: float = Field(
+        20.0,
+        gt=0,
+        description="An order not quoted and signed within this long (a dead node, a hung "
+        "pool step, a first approval, the nonce lock held by a stuck send) fails with "
+        "`QUOTE_TIMEOUT`, so risk stops counting it as pending. A signed swap is journalled "
+        "and followed to its outcome: this deadline never fails it.",
+    )
     receipt_timeout_seconds: float = Field(
         60.0, gt=0, description="Wait this long for a receipt, then the order is PENDING."
     )
@@ -84,7 +92,11 @@ class UniswapV2ExecutorConfig(StrictModel):
         1.125, ge=1.1, le=3.0, description="Fee multiplier of a replacement."
     )
     health_check_seconds: float = Field(
-        5.0, gt=0, description="How often the node is asked for its block number (for /ready)."
+        5.0,
+        gt=0,
+        description="How often the node is asked for its block number (for /ready); no answer "
+        "within half of it (or `rpc_timeout_seconds` if shorter) counts as down, so /ready "
+        "shows a dead node within two intervals.",
     )
     fee_ttl_seconds: float = Field(1.0, ge=0, description="Reuse the base fee this long.")
 

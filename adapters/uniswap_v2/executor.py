@@ -4,7 +4,9 @@ For each order: quote with ``getAmountsOut`` and estimate gas (in parallel), set
 minimum output once (:func:`engine.amm.min_amount_out` of the quote, or the order's
 explicit ``min_amount_out``), sign locally with the next nonce, send, publish
 ``OrderSubmitted`` (so the journal has tx hash and nonce before any waiting), then
-wait for the receipt. A receipt that does not come within ``receipt_timeout_seconds``
+wait for the receipt. Everything before the signature must be done within
+``quote_timeout_seconds`` or the order fails (``QUOTE_TIMEOUT``): a dead node never
+leaves an order hanging unsent. A receipt that does not come within ``receipt_timeout_seconds``
 makes the order PENDING: it is polled, replaced at a higher fee (same nonce) if stuck,
 and never assumed failed or re-sent with a new nonce. The fill is read from the
 pair's ``Swap`` event; a mined revert is explained by replaying the call.
@@ -256,10 +258,11 @@ class UniswapV2Executor(Component):
         """Runs each order in its own task so orders proceed concurrently."""
         self._spawn(self.execute(request))
 
-    def _spawn(self, coro: Any) -> None:
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     def pending_count(self) -> int:
         return sum(1 for o in self.orders.values() if o.status is OrderStatus.PENDING)
@@ -278,11 +281,16 @@ class UniswapV2Executor(Component):
             self.recover()
 
     async def _probe_chain(self) -> None:
-        """Ask the node for its block number every ``health_check_seconds``."""
+        """Ask the node for its block number every ``health_check_seconds``; an answer
+        slower than half an interval counts as none, so a node that dies right after a
+        probe is reported by the next one, within two intervals."""
+        s = self.settings
+        timeout = min(s.rpc_timeout_seconds, s.health_check_seconds / 2)
         while True:
-            await asyncio.sleep(self.settings.health_check_seconds)
+            await asyncio.sleep(s.health_check_seconds)
             try:
-                await self.rpc.request("eth_blockNumber", [])
+                async with asyncio.timeout(timeout):
+                    await self.rpc.request("eth_blockNumber", [])
                 problem = None
             except (*RPC_ERRORS, RpcError) as exc:
                 problem = f"chain unreachable at {self.settings.rpc_url}: {type(exc).__name__}"
@@ -347,7 +355,25 @@ class UniswapV2Executor(Component):
         return calldata(SWAP_EXACT_TOKENS, SWAP_TYPES, args)
 
     async def _submit(self, order: TrackedOrder, request: OrderRequest) -> bool:
-        """Send the swap; False (after publishing OrderFailed) if it was not sent."""
+        """Send the swap; False (after publishing OrderFailed) if it was not sent, or not
+        signed within ``quote_timeout_seconds`` (the announcer lifts that deadline)."""
+        seconds = self.settings.quote_timeout_seconds
+        try:
+            async with asyncio.timeout(seconds) as quote_deadline:
+                return await self._quote_and_send(order, request, quote_deadline)
+        except TimeoutError:
+            if not quote_deadline.expired():
+                raise
+            return await self._fail(
+                order,
+                OrderFailReason.QUOTE_TIMEOUT,
+                f"not quoted and signed within {seconds} s: the node, the pool step or the "
+                "nonce lock did not answer",
+            )
+
+    async def _quote_and_send(
+        self, order: TrackedOrder, request: OrderRequest, quote_deadline: asyncio.Timeout
+    ) -> bool:
         s = self.settings
         problem = order_problem(request, s.symbol)
         if problem is not None:
@@ -364,7 +390,10 @@ class UniswapV2Executor(Component):
         path = self._path(request)
         token_in = path[0]
         try:
-            await self.approvals.ensure(token_in)
+            if token_in not in self.approvals.approved:
+                # Shielded from the deadline: an approval cut mid-send would use a nonce
+                # unrecorded; it finishes in the background and the next order finds it.
+                await asyncio.shield(self._spawn(self.approvals.ensure(token_in)))
         except ApprovalError as exc:
             return await self._fail(order, exc.reason, exc.detail)
         except SendRejectedError as exc:
@@ -401,7 +430,7 @@ class UniswapV2Executor(Component):
         gas = int(gas_estimate * s.gas_padding) + s.gas_extra  # type: ignore[operator]
         try:
             sent = await self.sender.send(
-                s.router, data, gas, fees, on_signed=self._announcer(order)
+                s.router, data, gas, fees, on_signed=self._announcer(order, quote_deadline)
             )
         except SendRejectedError as exc:
             return await self._fail(order, exc.reason, exc.detail)
@@ -412,12 +441,21 @@ class UniswapV2Executor(Component):
         self.stats.submitted += 1
         return True
 
-    def _announcer(self, order: TrackedOrder) -> OnSigned:
+    def _announcer(
+        self, order: TrackedOrder, quote_deadline: asyncio.Timeout | None = None
+    ) -> OnSigned:
         """Publishes ``OrderSubmitted`` for a signed transaction before it is sent: the
         journal commits it at once, so no swap can be out there without a record. If
-        the journal could not write it (the bus withheld it), nothing is sent."""
+        the journal could not write it (the bus withheld it), nothing is sent.
+
+        It lifts the order's ``quote_deadline`` first: from here on the swap may reach
+        the node, so it is followed to its outcome, never cancelled half-sent. (It runs
+        synchronously after an await that returned normally, so the deadline cannot
+        have fired in between.)"""
 
         async def announce(nonce: int, tx_hash: str) -> None:
+            if quote_deadline is not None:
+                quote_deadline.reschedule(None)
             seq = await self._publish_submitted(order, nonce, tx_hash)
             if self.bus.was_withheld(seq):
                 raise SendRejectedError(

@@ -16,6 +16,7 @@ from ml.pipeline import train_and_register
 from ml.registry import ModelRegistry
 from ml.serving import FeatureMismatchError, ModelLoadError, ServingModel
 from ml.training import TrainSettings, check_training_set, time_ordered_split
+from tests.candle_frames import constant_price_file
 
 # A small, fast model zoo: enough to exercise the whole pipeline in seconds.
 FAST = {"time_limit": 20, "hyperparameters": {"GBM": {"num_boost_round": 50}}}
@@ -132,6 +133,19 @@ def test_train_command_registers_and_models_commands_manage_versions(tmp_path):
     bad = cli("train", "--data", str(tmp_path / "missing.csv"), "--out", str(models))
     assert bad.returncode == 2
     assert "does not exist" in bad.stderr
+
+
+def test_train_command_refuses_a_constant_price_file_with_one_clear_line(tmp_path):
+    data = constant_price_file(tmp_path)
+    command = [sys.executable, "-m", "engine", "train", "--data", str(data),
+               "--out", str(tmp_path / "models"), "--feature-set", "stationary"]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"train: {data}: the ")
+    assert "labels are not up" in done.stderr
+    assert "Is the price constant?" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "models").exists()
 
 
 async def test_strategy_turns_replayed_features_into_signals_with_the_seed_rule(trained):

@@ -14,6 +14,7 @@ from engine.cli import main
 from ml.pipeline import train_and_register
 from ml.registry import ModelRegistry
 from ml.training import TrainSettings
+from tests.paper_support import MODEL
 
 pytestmark = pytest.mark.integration
 
@@ -121,6 +122,29 @@ def test_backtest_of_a_registered_model_out_of_sample_beside_its_baselines(
     after = (research / "trials.jsonl").read_text().splitlines()
     assert len(after) == before + 1
     assert result["deflated_sharpe"]["n_trials"] == len(after)  # same data file for all
+
+
+def test_backtest_refuses_a_model_of_another_timeframe_unless_allowed(
+    models, research, tmp_path, capsys
+):
+    """The shared model is hourly; DATA is daily."""
+    common = [
+        "backtest", "--model", MODEL, "--models-dir", str(models), "--data", str(DATA),
+        "--start", "2022-06-01", "--research-dir", str(research), "--no-progress",
+    ]  # fmt: skip
+    assert main([*common, "--report", str(tmp_path / "refused")]) == 2
+    err = capsys.readouterr().err
+    assert "was trained on 1h bars, but the data is 1d" in err
+    assert "pass --allow-timeframe-mismatch to backtest it anyway" in err
+    assert not (tmp_path / "refused").exists()
+
+    out = tmp_path / "allowed"
+    assert main([*common, "--report", str(out), "--allow-timeframe-mismatch"]) == 0
+    assert "WARNING: model btc-usdt-1h/" in capsys.readouterr().err
+    result = json.loads((out / "result.json").read_text())
+    assert result["model"]["timeframe"] == "1h"
+    assert result["data"]["timeframe"] == "1d"
+    assert result["config"]["allow_timeframe_mismatch"] is True
 
 
 def test_report_command_rerenders_a_run(walkforward_run, tmp_path):

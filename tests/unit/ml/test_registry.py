@@ -7,6 +7,7 @@ import json
 import pytest
 
 from ml.registry import ModelRegistry, RegistryError
+from ml.serving import TimeframeMismatchError, check_timeframe
 
 META = {
     "feature_set": "seed",
@@ -63,3 +64,34 @@ def test_unknown_versions_names_and_corrupt_metadata_are_clear_errors(tmp_path):
     with pytest.raises(RegistryError, match="lacks 'feature_set'"):
         registry.get("btc", version)
     assert registry.current("eth") is None
+
+
+@pytest.mark.parametrize(
+    ("recorded", "timeframe"),
+    [
+        ({"timeframe": "1h"}, "1h"),
+        ({"data": {"timeframe": "1d"}}, "1d"),  # registered before the top-level key
+        ({"data": {"path": "sample"}}, None),
+    ],
+)
+def test_a_version_knows_the_timeframe_it_was_trained_on(tmp_path, recorded, timeframe):
+    predictor = tmp_path / "predictor"
+    predictor.mkdir()
+    entry = ModelRegistry(tmp_path / "models").add("btc", predictor, {**META, **recorded})
+    assert entry.timeframe == timeframe
+
+
+def test_a_model_is_refused_on_another_timeframe_unless_allowed(tmp_path):
+    predictor = tmp_path / "predictor"
+    predictor.mkdir()
+    hourly = ModelRegistry(tmp_path / "models").add("btc", predictor, {**META, "timeframe": "1h"})
+    override = "pass --allow-it"
+    assert check_timeframe(hourly, "1h", allow=False, override=override) == ""
+    with pytest.raises(TimeframeMismatchError) as refused:
+        check_timeframe(hourly, "1d", allow=False, override=override)
+    assert str(refused.value) == (
+        f"model btc/{hourly.version} was trained on 1h bars, but the data is 1d: "
+        "train a model on 1d bars, or pass --allow-it"
+    )
+    warning = check_timeframe(hourly, "1d", allow=True, override=override)
+    assert warning == f"model btc/{hourly.version} was trained on 1h bars, but the data is 1d"

@@ -14,6 +14,7 @@ import pytest
 
 from adapters.evm.anvil import Anvil, AnvilError, AnvilOptions, rpc_call
 from tests.paths import ROOT
+from tests.processes import process_alive, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -107,3 +108,47 @@ def test_chain_up_deploys_prints_addresses_and_stops_anvil_on_ctrl_c():
     while alive(anvil_pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not alive(anvil_pid)
+
+
+# Starts anvil from the main thread or from a thread that has finished, checks the node
+# still answers, prints its pid and URL, and waits to be killed.
+STARTER = """
+import json, sys, threading, time
+from adapters.evm.anvil import Anvil, rpc_call
+started = []
+if sys.argv[1] == "main":
+    started.append(Anvil().start())
+else:
+    worker = threading.Thread(target=lambda: started.append(Anvil().start()))
+    worker.start()
+    worker.join()
+    time.sleep(0.2)  # a node tied to the finished thread would be dying now
+anvil = started[0]
+rpc_call(anvil.url, "eth_chainId")
+print(json.dumps({"pid": anvil.pid, "url": anvil.url}), flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize("thread", ["main", "finished worker"])
+def test_anvil_dies_with_the_process_that_started_it_when_that_is_killed_9(thread):
+    proc = subprocess.Popen(
+        [sys.executable, "-c", STARTER, thread],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line, proc.stderr.read() if proc.stderr else "no output"
+        anvil = json.loads(line)
+        assert int(rpc_call(anvil["url"], "eth_chainId"), 16) == 31337
+        proc.kill()  # SIGKILL: no handler, no atexit, no finally runs
+        proc.wait(5)
+        wait_until(lambda: not process_alive(anvil["pid"]), 5, "anvil to die with its parent")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from fractions import Fraction
 
 import pytest
+import yaml
 from prometheus_client import CollectorRegistry
 
 from adapters.uniswap_v2.local_chain import LocalChain, LocalChainConfig
@@ -13,7 +16,7 @@ from engine.clock import LiveClock
 from engine.component import ComponentContext
 from engine.config import Secrets
 from tests.factories import bar
-from tests.processes import process_alive
+from tests.processes import EngineProcess, process_alive, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -53,3 +56,29 @@ async def test_each_bar_moves_the_pool_to_its_close_and_a_dead_node_degrades_the
         await chain.stop()
     assert chain.state == "STOPPED"
     assert not process_alive(anvil_pid)
+
+
+def test_a_daemon_killed_9_leaves_no_anvil_behind(tmp_path):
+    config = {
+        "name": "chain-only",
+        "log": {"format": "json"},
+        "api": {"enabled": False},
+        "components": [
+            {
+                "name": "chain",
+                "type": "local_chain",
+                "config": {"symbol": "BTC/USDT", "initial_price": 1000},
+            }
+        ],
+    }
+    path = tmp_path / "engine.yaml"
+    path.write_text(yaml.safe_dump(config))
+    daemon = EngineProcess("run", "--config", str(path))
+    try:
+        anvil_pid = daemon.wait_for_log("chain.ready", timeout=60)["anvil_pid"]
+        assert process_alive(anvil_pid)
+        os.kill(daemon.proc.pid, signal.SIGKILL)  # the daemon alone: anvil has its own session
+        daemon.wait(timeout=5)
+        wait_until(lambda: not process_alive(anvil_pid), 5, "anvil to die with the daemon")
+    finally:
+        daemon.kill()

@@ -310,19 +310,27 @@ async def test_restart_reconciles_from_the_journal_and_records_the_fill_exactly_
     assert all(isinstance(events[-1], OrderFilled | OrderFailed) for events in history.values())
 
 
+@pytest.mark.parametrize(
+    ("rpc_timeout", "quote_timeout"),
+    [(0.3, 20.0), (3.0, 1.5)],
+    ids=["send-times-out", "quote-deadline-passes-during-the-send"],
+)
 async def test_node_freezing_between_journal_write_and_send_still_fills_exactly_once(
-    own_chain, make_executor
+    own_chain, make_executor, rpc_timeout, quote_timeout
 ):
     """The swap is journalled, then the node freezes before the send reaches it: the
     send is ambiguous, the order PENDING; once the node is back the same transaction
-    (same hash) is mined, possibly re-broadcast, and filled exactly once."""
+    (same hash) is mined, possibly re-broadcast, and filled exactly once. The quote
+    deadline passing while the send hangs changes nothing: a signed swap is never
+    failed by it."""
     trader = await new_trader(own_chain)
     harness = await make_executor(
         own_chain,
         trader,
         receipt_timeout_seconds=0.5,
         pending_poll_seconds=0.2,
-        rpc_timeout_seconds=0.3,
+        rpc_timeout_seconds=rpc_timeout,
+        quote_timeout_seconds=quote_timeout,
         replace_after_seconds=0,
     )
     await warm_up(harness)
@@ -379,3 +387,64 @@ async def test_an_unreachable_node_degrades_the_executor_until_it_answers_again(
     await wait_until(lambda: executor.state == "RUNNING", within=5)
     assert executor.status()["chain_problem"] is None
     assert executor.status()["account"] == trader.address
+
+
+async def test_orders_on_a_frozen_node_fail_with_quote_timeout_within_the_bound(
+    own_chain, make_executor
+):
+    """A dead node must not leave orders QUOTING (risk counts them as pending): each one
+    fails within ``quote_timeout_seconds``, even behind a first approval that hangs,
+    and the executor trades again once the node answers."""
+    trader = await new_trader(own_chain)
+    bound = 1.0
+    harness = await make_executor(
+        own_chain, trader, quote_timeout_seconds=bound, rpc_timeout_seconds=30
+    )
+    requests = [order("BUY", 10 * TOKEN) for _ in range(3)]
+    own_chain.anvil.freeze()
+    try:
+        started = asyncio.get_running_loop().time()
+        for request in requests:
+            await harness.bus.publish(request)
+        failures = [await outcome(harness, r.order_id, within=bound + 5) for r in requests]
+        took = asyncio.get_running_loop().time() - started
+        assert [f.reason for f in failures] == ["QUOTE_TIMEOUT"] * 3, failures
+        assert took < bound + 0.5, f"failed after {took:.2f} s"
+        assert "not quoted and signed within 1.0 s" in failures[0].detail
+        assert not harness.recorder.of(OrderSubmitted)
+        assert {harness.executor.order_status(r.order_id) for r in requests} == {OrderStatus.FAILED}
+    finally:
+        own_chain.anvil.resume()
+    # The approval is never cut by an order's deadline (it could be mid-send): it
+    # went on in the background and completes now, before any new order.
+    await wait_until(lambda: harness.executor.approvals.approved, within=10)
+    after = order("BUY", 10 * TOKEN)
+    await harness.bus.publish(after)
+    assert isinstance(await outcome(harness, after.order_id), OrderFilled)
+
+
+@pytest.mark.parametrize("outage", ["frozen", "killed"])
+async def test_a_dead_node_degrades_the_executor_within_two_health_check_intervals(
+    own_chain, make_executor, outage
+):
+    """What /ready reports: the probe gives up on a silent node before the next is due
+    (here long before the 10 s RPC timeout), so it is DEGRADED within two intervals."""
+    trader = await new_trader(own_chain)
+    interval = 1.0
+    harness = await make_executor(own_chain, trader, health_check_seconds=interval)
+    executor = harness.executor
+    await asyncio.sleep(interval * 1.3)  # between probes, a first one answered
+    assert executor.state == "RUNNING"
+    started = asyncio.get_running_loop().time()
+    if outage == "frozen":
+        own_chain.anvil.freeze()
+    else:
+        own_chain.anvil.stop()
+    try:
+        await wait_until(lambda: executor.state == "DEGRADED", within=5)
+        took = asyncio.get_running_loop().time() - started
+        assert took <= 2 * interval, f"DEGRADED after {took:.2f} s"
+        assert "chain unreachable" in executor.health().reason
+    finally:
+        if outage == "frozen":
+            own_chain.anvil.resume()
