@@ -23,12 +23,13 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import Field
 
 from engine.component import Component, ComponentContext, ComponentLookup
 from engine.config import StrictModel
+from engine.config_paths import NEW_FILE
 from engine.events import Event, OrderRequest, OrderSubmitted, from_json, to_json
 
 SCHEMA = """
@@ -124,7 +125,9 @@ class JournalReader:
 
 
 class JournalConfig(StrictModel):
-    path: str = Field("var/journal.sqlite", description="SQLite file (created if missing).")
+    path: Annotated[str, NEW_FILE] = Field(
+        "var/journal.sqlite", description="SQLite file (created if missing)."
+    )
     commit_every: int = Field(
         64, gt=0, description="Commit after this many events (orders are committed at once)."
     )
