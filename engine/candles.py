@@ -4,7 +4,9 @@ A candle frame is a pandas DataFrame with columns ``timestamp`` (candle OPEN tim
 ``datetime64[ns, UTC]``), ``open``, ``high``, ``low``, ``close``, ``volume`` (float64;
 volume in the base asset), one row per candle, strictly ascending. Files are CSV
 (optionally gzip-compressed, ``.csv.gz``) with that header and ISO-8601 UTC
-timestamps, or Parquet with those columns.
+timestamps, or Parquet with those columns. Only regular files of at most
+:data:`MAX_CANDLE_FILE_BYTES` are read (a CSV also at most that once decompressed),
+checked before reading: ``/dev/zero`` behind a ``.csv`` name is refused at once.
 
 A :class:`~engine.events.Bar` is published when a candle has CLOSED, so its
 ``ts_event`` is the next candle's open time: the open plus the timeframe, or the next
@@ -13,6 +15,7 @@ month's start for ``1M`` (:mod:`engine.timeframes` has the boundary rules).
 
 from __future__ import annotations
 
+import gzip
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -24,6 +27,12 @@ import pandas as pd
 
 from engine import timeframes
 from engine.events import Bar, bar_correlation_id
+from engine.safe_files import (
+    CappedReader,
+    FileTooLargeError,
+    UnreadableFileError,
+    open_regular_file,
+)
 
 COLUMNS: tuple[str, ...] = ("timestamp", "open", "high", "low", "close", "volume")
 PRICE_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close")
@@ -31,6 +40,10 @@ PRICE_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close")
 RowNumber = Callable[[int], int]  # frame index -> row number shown in errors
 
 DATA_ROOTS_GROUP = "trade_engine.data_roots"
+
+# Ten years of minute candles are about 400 MB of CSV; pandas needs several times a
+# file's size in memory to parse it.
+MAX_CANDLE_FILE_BYTES = 512 * 1024 * 1024
 
 
 def resolve_data_path(path: str) -> Path:
@@ -100,9 +113,21 @@ def read_candles(
     if not is_csv and path.suffix != ".parquet":
         raise CandleFileError(path, "file type", "use .csv, .csv.gz or .parquet")
     try:
-        raw = (
-            pd.read_csv(path, dtype=str, keep_default_na=False) if is_csv else pd.read_parquet(path)
-        )
+        handle = open_regular_file(path, MAX_CANDLE_FILE_BYTES)
+    except UnreadableFileError as exc:
+        raise _refused(path, exc) from None
+    except OSError as exc:
+        raise CandleFileError(path, "readable", exc.strerror or str(exc)) from None
+    try:
+        with handle:
+            if is_csv:
+                text = gzip.GzipFile(fileobj=handle) if name.endswith(".gz") else handle
+                capped = CappedReader(text, MAX_CANDLE_FILE_BYTES)  # type: ignore[arg-type]
+                raw = pd.read_csv(capped, dtype=str, keep_default_na=False)
+            else:
+                raw = pd.read_parquet(handle)
+    except UnreadableFileError as exc:
+        raise _refused(path, exc) from None
     except Exception as exc:  # any parser error becomes a rule failure
         raise CandleFileError(path, "readable", f"{type(exc).__name__}: {exc}") from None
     row_of = (lambda i: i + 2) if is_csv else (lambda i: i + 1)
@@ -116,6 +141,10 @@ def read_candles(
     _check_prices(path, frame, row_of)
     timeframe = _check_interval(path, frame, timeframe, row_of)
     return frame, timeframe, _gap_report(frame, timeframe)
+
+
+def _refused(path: Path, exc: UnreadableFileError) -> CandleFileError:
+    return CandleFileError(path, "size" if isinstance(exc, FileTooLargeError) else "file", str(exc))
 
 
 def _check_columns(path: Path, columns: list[str]) -> None:

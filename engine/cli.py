@@ -13,8 +13,8 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 from engine import __version__
-from engine.config import ConfigError, Secrets
-from engine.config_loading import load_engine_config, parse_engine_config, read_yaml
+from engine.config import ConfigError, EngineConfig, Secrets
+from engine.config_loading import check_runnable, load_engine_config, load_runnable_config
 from engine.journal_store import JournalFileError
 from engine.logs import configure_logging
 from engine.registry import UnknownComponentTypeError, resolve_component_type
@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     try:
-        config = load_engine_config(args.config)
+        config = load_runnable_config(args.config)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return EXIT_USAGE
@@ -80,29 +80,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_replay(args: argparse.Namespace) -> int:
     """The daemon's own components under a SimulatedClock, as fast as the CPU allows."""
     try:
-        data = read_yaml(Path(args.config))
-        data["clock"] = "simulated"
-        replays = [c for c in data.get("components", []) if c.get("type") == "replay"]
-        if args.data:
-            if len(replays) != 1:
-                raise ConfigError(
-                    args.config,
-                    [f"--data needs exactly one replay component, found {len(replays)}"],
-                )
-            replays[0].setdefault("config", {})["path"] = args.data
-        if not replays:
-            raise ConfigError(args.config, ["a replay needs a component of type 'replay'"])
-        config = parse_engine_config(data, args.config)
-        if live_only := [c.name for c in config.enabled_components if needs_wall_clock(c.type)]:
-            raise ConfigError(
-                args.config,
-                [
-                    f"components {', '.join(live_only)} act on a real chain, which cannot keep "
-                    "up with a simulated clock running as fast as the CPU allows: use "
-                    "`trade-engine run` (a replay component with a `speed`), or a paper "
-                    "config such as config/paper.yaml"
-                ],
-            )
+        config = replay_config(args.config, args.data)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return EXIT_USAGE
@@ -111,6 +89,36 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     from engine.app import run_daemon
 
     return asyncio.run(run_daemon(config, secrets, exit_when_sources_finish=True))
+
+
+def replay_config(path: str, data: str | None) -> EngineConfig:
+    """The config at ``path`` validated as it is, then on a simulated clock with ``data``
+    as its replay component's file, then checked as runnable."""
+    config = load_engine_config(path)
+    components = list(config.components)
+    replays = [i for i, c in enumerate(components) if c.enabled and c.type == "replay"]
+    if data is not None:
+        if len(replays) != 1:
+            raise ConfigError(
+                path, [f"--data needs exactly one replay component, found {len(replays)}"]
+            )
+        entry = components[replays[0]]
+        components[replays[0]] = entry.model_copy(update={"config": {**entry.config, "path": data}})
+    if not replays:
+        raise ConfigError(path, ["a replay needs a component of type 'replay'"])
+    config = config.model_copy(update={"clock": "simulated", "components": tuple(components)})
+    if live_only := [c.name for c in config.enabled_components if needs_wall_clock(c.type)]:
+        raise ConfigError(
+            path,
+            [
+                f"components {', '.join(live_only)} act on a real chain, which cannot keep "
+                "up with a simulated clock running as fast as the CPU allows: use "
+                "`trade-engine run` (a replay component with a `speed`), or a paper "
+                "config such as config/paper.yaml"
+            ],
+        )
+    check_runnable(config, path)
+    return config
 
 
 def needs_wall_clock(component_type: str) -> bool:
@@ -125,7 +133,7 @@ def _cmd_config_check(args: argparse.Namespace) -> int:
     status = EXIT_OK
     for path in args.paths:
         try:
-            config = load_engine_config(path)
+            config = load_runnable_config(path)
         except ConfigError as exc:
             print(exc, file=sys.stderr)
             status = EXIT_USAGE

@@ -69,7 +69,7 @@ class ComponentConfig(StrictModel):
     )
     type: str = Field(
         min_length=1,
-        description="A built-in component type (see below) or `package.module:Class`.",
+        description="A registered component type (see below).",
     )
     enabled: bool = Field(True, description="Set false to keep the entry but not run it.")
     depends_on: tuple[str, ...] = Field(
@@ -167,9 +167,13 @@ def format_location(loc: tuple[int | str, ...]) -> str:
     return out or "(top level)"
 
 
+def shorten(text: str, limit: int = 60) -> str:
+    """``text`` cut to ``limit`` characters (ending in ``...``): a value shown in a message."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _show(value: Any) -> str:
-    text = repr(value) if isinstance(value, str) else str(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+    return shorten(repr(value) if isinstance(value, str) else str(value))
 
 
 # pydantic error type → (symbol shown, key of the bound in the error's ctx)

@@ -16,11 +16,14 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 from engine.config import ComponentConfig, EngineConfig, Secrets
+from engine.config_loading import MAX_ALIAS_VALUES, MAX_CONFIG_BYTES, MAX_YAML_DEPTH
+from engine.config_paths import PathRule
 from engine.registry import component_types, resolve_component_type
+from engine.safe_files import size_text
 
 _BOUNDS = (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<="))
 
-HEADER = """\
+HEADER = f"""\
 # Configuration reference
 
 Generated from the config models by `trade-engine config docs`; do not edit by hand
@@ -35,7 +38,17 @@ trade-engine config check config/engine.yaml
 ```
 
 Errors name the file and the field path, one line each, e.g.
-`config/engine.yaml: api.port: must be <= 65535, got 70000`.
+`config/engine.yaml: api.port: must be <= 65535, got 70000`. Besides the values,
+`config check` (and `run`, `replay`) checks that there is at least one component and
+that every path a component names exists with the right kind, or can be created
+where it is created if missing.
+
+A component `type` is only ever a registered name (the `trade_engine.components`
+entry points; an installed package adds its own there): a config never names a
+module to import. Limits on a config file (and a strategy file), so that no file can
+hang or stall the engine: a regular file (never a FIFO or a device), at most
+{size_text(MAX_CONFIG_BYTES)}, nested at most {MAX_YAML_DEPTH} levels, YAML aliases
+repeating at most {MAX_ALIAS_VALUES:,} values in all.
 """
 
 
@@ -90,6 +103,8 @@ def _constraints(field: FieldInfo) -> str:
             parts.append(f"length >= {meta.min_length}")
         if getattr(meta, "pattern", None):
             parts.append(f"matches `{meta.pattern}`")
+        if isinstance(meta, PathRule):
+            parts.append(meta.describe())
     return ", ".join(parts)
 
 

@@ -31,11 +31,13 @@ import time
 import uuid
 from collections import deque
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import Field
 
 from engine.component import Component, ComponentContext, ComponentLookup
 from engine.config import StrictModel
+from engine.config_paths import NEW_FILE
 from engine.events import Event, OrderRequest, OrderSubmitted, to_json
 from engine.journal_store import (
     INSERT,
@@ -70,7 +72,9 @@ _COMMIT_AT_ONCE: tuple[type[Event], ...] = (OrderRequest, OrderSubmitted)
 
 
 class JournalConfig(StrictModel):
-    path: str = Field("var/journal.sqlite", description="SQLite file (created if missing).")
+    path: Annotated[str, NEW_FILE] = Field(
+        "var/journal.sqlite", description="SQLite file (created if missing)."
+    )
     commit_every: int = Field(
         64, gt=0, description="Commit after this many events (orders are committed at once)."
     )

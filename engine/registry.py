@@ -1,23 +1,24 @@
 """Turns component entries of the engine config into component instances.
 
 A component type is a name registered under the ``trade_engine.components`` entry
-points (``pyproject.toml``; any installed package can add its own) or an import path
-``package.module:Class``. Resolving by name keeps ``engine`` free of imports from the
-packages that implement the components while still letting the config wire them in.
-A component class has a ``Config`` pydantic model for its settings and is built as
-``Class(name, settings, context, depends_on)``.
+points (``pyproject.toml``; any installed package can add its own), and nothing else:
+a config names a type, never a module, so a config file cannot make the engine
+import code that was not installed to be a component. Resolving by name keeps
+``engine`` free of imports from the packages that implement the components while
+still letting the config wire them in. A component class has a ``Config`` pydantic
+model for its settings and is built as ``Class(name, settings, context, depends_on)``.
 """
 
 from __future__ import annotations
 
-import importlib
+import difflib
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any, Protocol
 
 from pydantic import BaseModel, ValidationError
 
 from engine.component import Component, ComponentContext
-from engine.config import ComponentConfig, describe_error, format_location
+from engine.config import ComponentConfig, describe_error, format_location, shorten
 
 COMPONENT_TYPES_GROUP = "trade_engine.components"
 
@@ -41,31 +42,32 @@ class UnknownComponentTypeError(LookupError):
 
 
 def resolve_component_type(type_name: str) -> ComponentFactory:
-    """The component class for a registered type name or a ``module:Class`` path."""
-    registered = component_types().get(type_name)
-    path = registered.value if registered is not None else type_name
-    module_name, _, attr = path.partition(":")
-    if not attr:
-        known = ", ".join(sorted(component_types()))
+    """The component class registered as ``type_name``."""
+    registered = component_types()
+    entry_point = registered.get(type_name)
+    if entry_point is None:
+        close = difflib.get_close_matches(type_name, list(registered), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
         raise UnknownComponentTypeError(
-            f"unknown component type {type_name!r} (registered: {known}; "
-            "or give 'package.module:Class')"
+            f"unknown component type {shorten(repr(type_name))}{hint} (registered: "
+            f"{', '.join(sorted(registered))}; a package adds one under the "
+            f"{COMPONENT_TYPES_GROUP!r} entry points)"
         )
     try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise UnknownComponentTypeError(f"cannot import {module_name!r}: {exc}") from None
-    factory = getattr(module, attr, None)
-    if factory is None:
-        raise UnknownComponentTypeError(f"module {module_name!r} has no {attr!r}")
+        factory = entry_point.load()
+    except (ImportError, AttributeError) as exc:  # an installed package is broken
+        raise UnknownComponentTypeError(
+            f"component type {type_name!r} ({entry_point.value}) cannot be loaded: {exc}"
+        ) from None
     config_model = getattr(factory, "Config", None)
     if not (isinstance(factory, type) and issubclass(factory, Component)) or not (
         isinstance(config_model, type) and issubclass(config_model, BaseModel)
     ):
         raise UnknownComponentTypeError(
-            f"{path!r} is not a component class with a pydantic 'Config' model"
+            f"{entry_point.value!r} (registered as {type_name!r}) is not a component class "
+            "with a pydantic 'Config' model"
         )
-    return factory  # type: ignore[return-value]
+    return factory  # type: ignore[no-any-return]
 
 
 def validate_component_settings(entry: ComponentConfig, where: tuple[int | str, ...]) -> list[str]:

@@ -4,7 +4,9 @@ The instance is named after the file's stem (``btc-usdt-1h.yaml`` → ``btc-usdt
 the same rule as component names); the body is an ``ml_direction`` strategy's
 settings plus ``on_remove``. A file is validated whole before anything uses it, and
 every problem is one line naming the file and the field, as engine configs are:
-``config/strategies/x.yaml: high_confidence: must be < 1, got 1.5``.
+``config/strategies/x.yaml: high_confidence: must be < 1, got 1.5``. Files are read
+as engine configs are (:mod:`engine.config_loading`): regular files only, size- and
+YAML-limited, so no file in the directory can hang or stall a reload.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from typing import Literal
 from pydantic import Field, ValidationError
 
 from engine.config import COMPONENT_NAME, ConfigError, validation_problems
-from engine.config_loading import parse_yaml
+from engine.config_loading import MAX_CONFIG_BYTES, decode_text, parse_yaml, read_config_bytes
+from engine.safe_files import read_regular_file
 from strategies.ml_direction import MLDirectionConfig
 
 SUFFIX = ".yaml"
@@ -72,11 +75,7 @@ def parse_strategy_file(path: Path, data: bytes) -> StrategyFile:
     """Validate ``data`` (the bytes read from ``path``) whole; ConfigError lists every problem."""
     source = str(path)
     name = instance_name(path)
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(source, [f"not UTF-8 text: {exc.reason} at byte {exc.start}"]) from None
-    mapping = parse_yaml(text, source)
+    mapping = parse_yaml(decode_text(data, source), source)
     try:
         settings = StrategyFileConfig.model_validate(mapping)
     except ValidationError as exc:
@@ -87,12 +86,14 @@ def parse_strategy_file(path: Path, data: bytes) -> StrategyFile:
 def read_config_dir(directory: Path) -> dict[Path, bytes | OSError]:
     """Every strategy file's bytes (or why it could not be read); blocking, run off-loop.
 
-    A file deleted between listing and reading is left out, as if listed after.
+    A file deleted between listing and reading is left out, as if listed after; one
+    that is not a regular file (a FIFO, say) is never opened: its error is an
+    :class:`~engine.safe_files.NotARegularFileError`.
     """
     contents: dict[Path, bytes | OSError] = {}
     for path in config_paths(directory):
         try:
-            contents[path] = path.read_bytes()
+            contents[path] = read_regular_file(path, MAX_CONFIG_BYTES)
         except FileNotFoundError:
             continue
         except OSError as exc:
@@ -102,8 +103,4 @@ def read_config_dir(directory: Path) -> dict[Path, bytes | OSError]:
 
 def read_strategy_file(path: Path) -> StrategyFile:
     """Read and validate one file (the hash is of exactly the bytes validated)."""
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(str(path), [f"cannot read: {exc.strerror or exc}"]) from None
-    return parse_strategy_file(path, data)
+    return parse_strategy_file(path, read_config_bytes(path))

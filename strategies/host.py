@@ -9,18 +9,27 @@ off the loop first); an invalid one is rejected with its field paths (logged,
 counted, reported) and the old config keeps running; a new file starts a strategy, a
 deleted one stops its strategy (``on_remove: close`` first sends a SELL for its
 symbols). Reloads run one at a time.
+
+Files are read and parsed off the loop, in daemon threads (a read stuck in a hung
+file system can neither stall the loop nor keep a stopping process alive), and a
+reload whose reading takes over :data:`READ_TIMEOUT_SECONDS` gives up, so later
+reloads still run. A ``*.yaml`` that is no regular file (a FIFO, whose opening would
+block; a directory) is skipped with a warning and never opened; a strategy running
+under its name keeps running.
 """
 
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import Field
 
 from engine.component import Component, ComponentContext, ComponentState
-from engine.config import ConfigError, StrictModel
+from engine.config import ConfigError, StrictModel, shorten
+from engine.config_paths import EXISTING_DIRECTORY
+from engine.safe_files import NotARegularFileError, in_daemon_thread
 from strategies.files import (
     SUFFIX,
     StrategyFileConfig,
@@ -33,13 +42,17 @@ from strategies.ml_direction import MLDirectionStrategy
 from strategies.reload_report import TRIGGERS, ReloadCollector, ReloadReport
 from strategies.watch import config_changes
 
+READ_TIMEOUT_SECONDS = 10.0
+ERROR_CHARS = 300  # an exception's text in a rejection is cut to this
+_TAKING_CHANGES = (ComponentState.STARTING, ComponentState.RUNNING, ComponentState.DEGRADED)
+
 
 class InvalidStrategyConfigsError(ValueError):
     """A strategy config is invalid at start: one line per problem, naming file and field."""
 
 
 class StrategyHostConfig(StrictModel):
-    dir: str = Field(
+    dir: Annotated[str, EXISTING_DIRECTORY] = Field(
         "config/strategies", min_length=1, description="Directory of strategy configs, one each."
     )
     watch: bool = Field(True, description="Reload when a file in `dir` changes.")
@@ -142,20 +155,31 @@ class StrategyHost(Component):
             self.reloads[trigger] += 1
             report = ReloadReport(trigger)
             try:
-                contents = await asyncio.to_thread(read_config_dir, self.directory)
+                async with asyncio.timeout(READ_TIMEOUT_SECONDS):
+                    contents = await in_daemon_thread(read_config_dir, self.directory)
+            except TimeoutError:  # before OSError, of which it is a subclass
+                return self._fail(
+                    report,
+                    f"reading took over {READ_TIMEOUT_SECONDS:g} s (a hung file system?); "
+                    "nothing changed",
+                )
             except OSError as exc:
-                report.error = f"{self.directory}: cannot list: {exc.strerror or exc}"
-                self.failures[trigger] += 1
-                self.log.error("strategy_host.reload_failed", trigger=trigger, error=report.error)
-                return self._finish(report)
+                return self._fail(report, f"cannot list: {exc.strerror or exc}")
+            if not self._taking_changes():
+                return self._fail(report, f"{self.name} is {self.state}: nothing changed")
             found: dict[str, tuple[Path, bytes | OSError]] = {}
+            skipped: set[str] = set()
             for path, data in contents.items():
+                if isinstance(data, NotARegularFileError):
+                    skipped.add(path.name.removesuffix(SUFFIX))
+                    self._skip(report, path, data)
+                    continue
                 try:
                     found[instance_name(path)] = (path, data)
                 except ConfigError as exc:
                     digest = content_hash(data) if isinstance(data, bytes) else None
                     self._reject(report, path.name.removesuffix(SUFFIX), path, digest, exc)
-            for name in [n for n in self.instances if n not in found]:
+            for name in [n for n in self.instances if n not in found and n not in skipped]:
                 await self._remove(name, report)
             for name, (path, data) in found.items():
                 if isinstance(data, OSError):
@@ -165,7 +189,7 @@ class StrategyHost(Component):
                 try:
                     await self._load(name, path, data, report)
                 except Exception as exc:  # never let one file end the reload of the others
-                    problem = ConfigError(str(path), [f"{type(exc).__name__}: {exc}"])
+                    problem = ConfigError(str(path), [_exception_text(exc)])
                     self._reject(report, name, path, content_hash(data), problem)
             return self._finish(report)
 
@@ -179,9 +203,11 @@ class StrategyHost(Component):
         if report.trigger == "file_watch" and self.rejected.get(name, {}).get("hash") == digest:
             return  # this very content was rejected already; a watch event repeats nothing
         try:
-            candidate = parse_strategy_file(path, data)
+            candidate = await in_daemon_thread(parse_strategy_file, path, data)
         except ConfigError as exc:
             self._reject(report, name, path, digest, exc)
+            return
+        if not self._taking_changes():
             return
         if current is None:
             strategy = MLDirectionStrategy(
@@ -247,6 +273,25 @@ class StrategyHost(Component):
             kept_version=None if in_force is None else in_force.active.version,
         )
 
+    def _skip(self, report: ReloadReport, path: Path, exc: NotARegularFileError) -> None:
+        entry = {"file": str(path), "reason": str(exc)}
+        report.skipped.append(entry)
+        self.log.warning("strategy_host.skipped", trigger=report.trigger, **entry)
+
+    def _fail(self, report: ReloadReport, error: str) -> ReloadReport:
+        report.error = f"{self.directory}: {error}"
+        self.failures[report.trigger] += 1
+        self.log.error("strategy_host.reload_failed", trigger=report.trigger, error=report.error)
+        return self._finish(report)
+
+    def _taking_changes(self) -> bool:
+        """False once stopping: a reload that was reading then must not start anything."""
+        return self.state in (
+            ComponentState.STARTING,
+            ComponentState.RUNNING,
+            ComponentState.DEGRADED,
+        )
+
     def _finish(self, report: ReloadReport) -> ReloadReport:
         self.last_reload = {
             "trigger": report.trigger,
@@ -290,5 +335,9 @@ class StrategyHost(Component):
         }
 
 
+def _exception_text(exc: Exception) -> str:
+    return shorten(f"{type(exc).__name__}: {exc}", ERROR_CHARS)
+
+
 def _start_problem(path: Path, exc: Exception) -> ConfigError:
-    return ConfigError(str(path), [f"cannot start the strategy: {type(exc).__name__}: {exc}"])
+    return ConfigError(str(path), [f"cannot start the strategy: {_exception_text(exc)}"])

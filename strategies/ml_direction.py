@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
 from engine.candles import resolve_data_path
 from engine.component import Component, ComponentContext
 from engine.config import StrictModel
+from engine.config_paths import DATA_FILE, NEW_DIRECTORY
 from engine.events import Action, Confidence, Features, Signal
 from ml.confidence import confidence_level
 from ml.pipeline import train_from_file
@@ -38,7 +39,9 @@ from ml.training_process import run_in_spawned_process
 
 
 class FirstModelConfig(StrictModel):
-    data: str = Field(description="Candle file to train on; `samples/NAME` for bundled data.")
+    data: Annotated[str, DATA_FILE] = Field(
+        description="Candle file to train on; `samples/NAME` for bundled data."
+    )
     until: str | None = Field(
         None, description="Train only on candles opening before this time (ISO-8601)."
     )
@@ -47,7 +50,7 @@ class FirstModelConfig(StrictModel):
 
 class MLDirectionConfig(StrictModel):
     model: str = Field(description="Model name in the registry.")
-    models_dir: str = Field("models", description="Model registry root.")
+    models_dir: Annotated[str, NEW_DIRECTORY] = Field("models", description="Model registry root.")
     version: str | None = Field(None, description="Model version; unset: the current one.")
     feature_set: str = Field("seed", description="Feature set the engine computes.")
     symbols: tuple[str, ...] = Field((), description="Only these symbols (empty: all).")

@@ -15,7 +15,8 @@ TRIGGERS = ("start", "file_watch", "sighup", "admin")
 
 @dataclass(slots=True)
 class ReloadReport:
-    """Applied, started, stopped, rejected (with field paths) and unchanged strategies."""
+    """Applied, started, stopped, rejected (with field paths) and unchanged strategies, and
+    the ``*.yaml`` entries skipped as no regular file (a FIFO, a directory)."""
 
     trigger: str
     applied: list[dict[str, Any]] = field(default_factory=list)
@@ -23,6 +24,7 @@ class ReloadReport:
     stopped: list[dict[str, Any]] = field(default_factory=list)
     rejected: list[dict[str, Any]] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
+    skipped: list[dict[str, Any]] = field(default_factory=list)  # not regular files
     error: str | None = None
 
     @property

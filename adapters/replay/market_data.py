@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Annotated
 
 import pandas as pd
 from pydantic import Field, field_validator
@@ -28,13 +29,14 @@ from engine.candles import (
 from engine.clock import SimulatedClock
 from engine.component import Component, ComponentContext
 from engine.config import StrictModel
+from engine.config_paths import DATA_FILE
 
 SAMPLES_DIR = Path(__file__).with_name("samples")
 """The bundled real candles; registered as the data root ``samples`` (``samples/NAME``)."""
 
 
 class ReplayConfig(StrictModel):
-    path: str = Field(
+    path: Annotated[str, DATA_FILE] = Field(
         description="Candle file (.csv, .csv.gz, .parquet); `samples/NAME` means the bundled "
         "sample data (adapters/replay/samples)."
     )

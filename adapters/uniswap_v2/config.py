@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 from web3 import AsyncWeb3
 
 from engine.config import StrictModel
+from engine.config_paths import EXISTING_FILE, NEW_FILE
 
 
 def _checksum(value: str | None) -> str | None:
@@ -40,12 +41,12 @@ class UniswapV2ExecutorConfig(StrictModel):
         pattern=r"^[^/]+/[^/]+$",
         description="Market symbol `BASE/QUOTE` that orders and bars name.",
     )
-    keystore_path: Path | None = Field(
+    keystore_path: Annotated[Path | None, EXISTING_FILE] = Field(
         None,
         description="Encrypted keystore file (password from ENGINE_KEYSTORE_PASSWORD); "
         "without it the key comes from ENGINE_PRIVATE_KEY.",
     )
-    journal_path: str | None = Field(
+    journal_path: Annotated[str | None, NEW_FILE] = Field(
         None,
         description="Event journal to reconcile at start: swaps journalled as submitted but "
         "never settled are looked up on chain (filled, failed or still pending), never re-sent.",

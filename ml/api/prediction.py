@@ -16,7 +16,7 @@ import json
 import math
 import time
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -26,6 +26,7 @@ from pydantic import Field, model_validator
 
 from engine.component import Component, ComponentContext, ComponentState
 from engine.config import StrictModel
+from engine.config_paths import NEW_DIRECTORY
 from engine.events import Features
 from ml.api.batching import BatcherClosedError, MicroBatcher
 from ml.api.schema import (
@@ -46,7 +47,7 @@ BATCH_ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 class PredictionApiConfig(StrictModel):
     model: str = Field(description="Model name in the registry.")
-    models_dir: str = Field("models", description="Model registry root.")
+    models_dir: Annotated[str, NEW_DIRECTORY] = Field("models", description="Model registry root.")
     version: str | None = Field(None, description="Model version; unset: the current one.")
     feature_set: str = Field(
         "seed", description="Feature set the model was trained on and the engine computes."

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import json
 import os
 import random
+import secrets
 import signal
 import sqlite3
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -16,14 +19,18 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.hostile_files import billion_laughs, nested_yaml
 from tests.paper_support import STRATEGY, daemon_config
 from tests.processes import EngineProcess, wait_until
 
 pytestmark = pytest.mark.integration
 
 
-def http(port: int, path: str, method: str = "GET") -> tuple[int, Any]:
-    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method)
+def http(port: int, path: str, method: str = "GET", token: str | None = None) -> tuple[int, Any]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}", method=method, headers=headers
+    )
     try:
         with urllib.request.urlopen(request, timeout=5) as resp:
             return resp.status, json.loads(resp.read())
@@ -250,3 +257,77 @@ def test_files_added_changed_and_deleted_take_effect_on_sighup(models, tmp_path)
         if kind == "Signal" and body["strategy_id"] == "second"
     }  # fmt: skip
     assert versions_of_second <= {1, 2}
+
+
+def health_latencies(port: int, stop: threading.Event) -> list[float]:
+    """Seconds each GET /health took, back to back until ``stop``."""
+    latencies: list[float] = []
+    while not stop.is_set():
+        started = time.monotonic()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as resp:
+            resp.read()
+        latencies.append(time.monotonic() - started)
+    return latencies
+
+
+def test_a_fifo_and_yaml_bombs_in_the_directory_neither_wedge_nor_stall_the_daemon(
+    models, tmp_path
+):
+    """A FIFO named *.yaml once hung every later reload and kept a SIGTERMed daemon
+    alive; a 10 KB nested file stalled the loop for seconds."""
+    token = f"admin-{secrets.token_hex(8)}"
+    config, strategies, _ = daemon_config(models, tmp_path, watch=True)
+    path = strategies / f"{STRATEGY}.yaml"
+    base = yaml.safe_load(path.read_text())
+    daemon = EngineProcess("run", "--config", str(config), env={"ENGINE_ADMIN_TOKEN": token})
+    try:
+        port = daemon.wait_for_log("api.listening")["port"]
+        daemon.wait_for_log("engine.running")
+        pipe = strategies / "x.yaml"
+        os.mkfifo(pipe)  # the watch reloads at once; nobody ever writes to it
+
+        status, body = http(port, "/admin/reload", "POST", token)
+        assert status == 200, body
+        assert body["reloads"][0]["skipped"] == [
+            {"file": str(pipe), "reason": "not a regular file: it is a FIFO (named pipe)"}
+        ]
+        assert daemon.wait_for_log("strategy_host.skipped")["file"] == str(pipe)
+        digest = write_atomically(path, yaml.safe_dump({**base, "high_confidence": 0.8}))
+
+        def applied() -> bool:
+            return strategies_status(port)["strategies"][STRATEGY]["config_hash"] == digest
+
+        wait_until(applied, 5, "a valid edit applied by the watch")
+
+        # Rejected with the line named, while /health keeps answering at once.
+        (strategies / "nested.yaml").write_text(nested_yaml("model"))
+        (strategies / "laughs.yaml").write_text(billion_laughs("model", levels=9))
+        stop = threading.Event()
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            polling = pool.submit(health_latencies, port, stop)
+            time.sleep(0.2)
+            for _ in range(5):
+                status, body = http(port, "/admin/reload", "POST", token)
+                assert status == 422, body
+                errors = {r["strategy"]: r["errors"] for r in body["reloads"][0]["rejected"]}
+                assert errors == {
+                    "laughs": [f"{strategies}/laughs.yaml: line 4, column 45: invalid YAML: "
+                               "aliases repeat more than 10000 values (the limit)"],
+                    "nested": [f"{strategies}/nested.yaml: line 1, column 71: invalid YAML: "
+                               "nested deeper than 64 levels (the limit)"],
+                }  # fmt: skip
+                time.sleep(0.1)
+            stop.set()
+            latencies = sorted(polling.result())
+        p99 = latencies[int(len(latencies) * 0.99)]
+        print(f"/health: {len(latencies)} requests, p99 {p99 * 1000:.1f} ms")
+        assert len(latencies) > 50
+        assert p99 < 0.1
+        assert strategies_status(port)["strategies"][STRATEGY]["config_hash"] == digest
+
+        sent = time.monotonic()
+        daemon.send(signal.SIGTERM)
+        assert daemon.wait(timeout=15) == 0
+        assert time.monotonic() - sent < 4.0  # the config's shutdown_timeout_seconds
+    finally:
+        daemon.kill()

@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 import gzip
+import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from adapters.replay.market_data import SAMPLES_DIR
-from engine.candles import CandleFileError, iter_bars, iter_rows, read_candles, write_candles
+from engine import candles
+from engine.candles import (
+    MAX_CANDLE_FILE_BYTES,
+    CandleFileError,
+    iter_bars,
+    iter_rows,
+    read_candles,
+    write_candles,
+)
 from engine.events import bar_correlation_id
 from engine.timeframes import UnknownTimeframeError
 from tests.candle_frames import candle_frame
+from tests.hostile_files import fifo
 
 HEADER = "timestamp,open,high,low,close,volume\n"
 GOOD_ROWS = [
@@ -173,3 +183,42 @@ def test_a_monthly_file_whose_open_is_not_the_first_of_a_month_is_misaligned(tmp
 def test_an_unknown_timeframe_names_the_known_ones(tmp_path):
     with pytest.raises(UnknownTimeframeError, match=r"'2w' \(known: 1m, 3m, .*, 1w, 1M\)"):
         read_candles(csv_file(tmp_path, GOOD_ROWS), "2w")
+
+
+def refused_at_once(path: Path) -> str:
+    started = time.monotonic()
+    with pytest.raises(CandleFileError) as info:
+        read_candles(path)
+    assert time.monotonic() - started < 1.0
+    return str(info.value)
+
+
+def test_a_device_a_fifo_and_a_directory_behind_a_candle_name_are_refused_unread(tmp_path):
+    zero = tmp_path / "zero.csv"
+    zero.symlink_to("/dev/zero")
+    assert refused_at_once(zero) == f"{zero}: file: not a regular file: it is a character device"
+    with fifo(tmp_path / "pipe.csv.gz") as pipe:
+        assert (
+            refused_at_once(pipe) == f"{pipe}: file: not a regular file: it is a FIFO (named pipe)"
+        )
+    folder = tmp_path / "folder.parquet"
+    folder.mkdir()
+    assert refused_at_once(folder) == f"{folder}: file: not a regular file: it is a directory"
+
+
+def test_a_candle_file_over_the_size_limit_is_refused_before_reading(tmp_path, monkeypatch):
+    huge = tmp_path / "huge.csv"
+    with huge.open("wb") as handle:
+        handle.truncate(MAX_CANDLE_FILE_BYTES + 1)  # sparse: takes no disk
+    assert refused_at_once(huge) == (
+        f"{huge}: size: 512 MB (536,870,913 bytes), larger than the 512 MB allowed"
+    )
+    # A gzip file within the limit that expands past it is stopped as it expands.
+    monkeypatch.setattr(candles, "MAX_CANDLE_FILE_BYTES", 10_000)
+    rows = [f"2021-03-{1 + i // 24:02d}T{i % 24:02d}:00:00Z,100,110,90,105,1.5" for i in range(480)]
+    bomb = tmp_path / "bomb.csv.gz"
+    bomb.write_bytes(gzip.compress((HEADER + "\n".join(rows) + "\n").encode()))
+    assert bomb.stat().st_size < 10_000
+    assert refused_at_once(bomb) == (
+        f"{bomb}: size: more than 9.77 KB once decompressed, the most allowed"
+    )

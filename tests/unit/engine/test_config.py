@@ -5,14 +5,18 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
 
+from engine.candles import resolve_data_path
+from engine.cli import build_parser, replay_config
 from engine.cli import main as cli_main
 from engine.config import ConfigError, Secrets
 from engine.config_docs import render_configuration_reference
 from engine.config_loading import load_engine_config
+from tests.hostile_files import billion_laughs, fifo, nested_yaml
 from tests.paths import ROOT
 
 
@@ -198,3 +202,187 @@ def test_replay_refuses_a_config_that_trades_on_a_real_chain():
     assert result.returncode == 2
     assert "components chain, dex act on a real chain" in result.stderr
     assert "trade-engine run" in result.stderr
+
+
+# -- hostile files: read safely, parsed with limits -------------------------------------
+
+
+def checked_quickly(path: Path, capsys: pytest.CaptureFixture[str]) -> str:
+    """`config check PATH`: exit 2 within a second; what it printed on stderr."""
+    build_parser()  # the commands' modules imported: not part of checking a file
+    started = time.monotonic()
+    assert cli_main(["config", "check", str(path)]) == 2
+    assert time.monotonic() - started < 1.0
+    return capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (nested_yaml("name"),
+         "line 1, column 70: invalid YAML: nested deeper than 64 levels (the limit)"),
+        ("".join(f"{'  ' * i}k{i}:\n" for i in range(100)) + "  " * 100 + "v: 1\n",
+         "line 64, column 127: invalid YAML: nested deeper than 64 levels (the limit)"),
+        (billion_laughs("name"),
+         "line 4, column 45: invalid YAML: aliases repeat more than 10000 values (the limit)"),
+        ("name: &a [x, *a]\n",
+         "line 1, column 14: invalid YAML: an alias inside the value it names"),
+    ],
+    ids=["nested flow", "nested blocks", "billion laughs", "recursive alias"],
+)  # fmt: skip
+def test_deep_nesting_and_alias_bombs_are_refused_fast_naming_file_and_line(
+    tmp_path, capsys, text, expected
+):
+    path = write(tmp_path, text)
+    assert checked_quickly(path, capsys) == f"{path}: {expected}\n"
+
+
+def test_a_fifo_a_device_and_a_directory_are_refused_without_reading_them(tmp_path, capsys):
+    with fifo(tmp_path / "fifo.yaml") as path:
+        assert f"{path}: cannot read: not a regular file: it is a FIFO" in checked_quickly(
+            path, capsys
+        )
+    device = tmp_path / "zero.yaml"
+    device.symlink_to("/dev/zero")
+    err = checked_quickly(device, capsys)
+    assert f"{device}: cannot read: not a regular file: it is a character device" in err
+    assert "it is a directory" in checked_quickly(tmp_path, capsys)
+
+
+def test_a_config_over_1_mb_is_refused_before_it_is_read(tmp_path, capsys):
+    path = tmp_path / "big.yaml"
+    with path.open("wb") as handle:
+        handle.truncate(5 * 1024**3)  # sparse: 5 GB that take no disk
+    assert checked_quickly(path, capsys) == (
+        f"{path}: cannot read: 5 GB (5,368,709,120 bytes), larger than the 1 MB allowed\n"
+    )
+
+
+def test_a_config_that_is_not_utf8_is_a_clear_error(tmp_path):
+    path = tmp_path / "latin.yaml"
+    path.write_bytes("name: caf\xe9\n".encode("latin-1"))
+    assert problems_of(path) == ["not UTF-8 text: invalid continuation byte at byte 9"]
+
+
+def test_huge_values_are_cut_in_error_messages(tmp_path):
+    huge = "x" * 200_000
+    path = write(
+        tmp_path,
+        f"name: [{huge}]\nlog:\n  level: {huge}\n? {huge}\n: 1\n? {huge}\n: 2\n"
+        f"components:\n  - {{name: a, type: {huge}}}\n",
+    )
+    with pytest.raises(ConfigError) as info:
+        load_engine_config(path)
+    assert info.value.problems, "the file is invalid"
+    assert all(len(p) < 400 for p in info.value.problems), [len(p) for p in info.value.problems]
+    assert "invalid YAML: duplicate key 'xxxxxxxxxx" in info.value.problems[0]
+
+
+# -- what a daemon needs: components, paths, registered types only ----------------------
+
+
+def test_a_config_without_components_passes_loading_but_not_check(tmp_path, capsys):
+    for text in ("", "components:\n  - {name: hb, type: heartbeat, enabled: false}\n"):
+        path = write(tmp_path, text)
+        load_engine_config(path)  # a valid file ...
+        err = checked_quickly(path, capsys)  # ... that runs nothing
+        assert err == (
+            f"{path}: components: none enabled, so the daemon would run nothing; add the "
+            "components to run (docs/configuration.md lists the types)\n"
+        )
+
+
+def test_config_check_refuses_paths_that_are_missing_or_of_the_wrong_kind(tmp_path, capsys):
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    strategies = tmp_path / "strategies"
+    strategies.mkdir()
+    path = write(
+        tmp_path,
+        f"""
+        components:
+          - {{name: journal, type: journal, config: {{path: {a_file}/journal.sqlite}}}}
+          - {{name: journal2, type: journal, config: {{path: {tmp_path}}}}}
+          - {{name: market, type: replay, config: {{path: samples/nope.csv, symbol: X/Y}}}}
+          - {{name: market2, type: replay, config: {{path: {tmp_path}/nope.csv, symbol: X/Y}}}}
+          - {{name: strategy, type: strategy_host, config: {{dir: {a_file}}}}}
+          - name: predict
+            type: prediction_api
+            config: {{model: m, models_dir: {a_file}/models}}
+        """,
+    )
+    lines = checked_quickly(path, capsys).splitlines()
+    samples = resolve_data_path("samples/nope.csv")
+    assert lines == [
+        f"{path}: components[0].config.path: '{a_file}/journal.sqlite' cannot be created: "
+        f"{a_file} is not a directory",
+        f"{path}: components[1].config.path: '{tmp_path}' is a directory, not a regular file",
+        f"{path}: components[2].config.path: 'samples/nope.csv' ({samples}) does not exist",
+        f"{path}: components[3].config.path: '{tmp_path}/nope.csv' does not exist",
+        f"{path}: components[4].config.dir: '{a_file}' is a regular file, not a directory",
+        f"{path}: components[5].config.models_dir: '{a_file}/models' cannot be created: "
+        f"{a_file} is not a directory",
+    ]
+
+
+def test_paths_that_exist_or_can_be_created_pass_the_check(tmp_path, capsys):
+    strategies = tmp_path / "strategies"
+    strategies.mkdir()
+    path = write(
+        tmp_path,
+        f"""
+        components:
+          - {{name: journal, type: journal, config: {{path: {tmp_path}/new/dir/j.sqlite}}}}
+          - {{name: market, type: replay, config: {{path: samples/BTC-USD_1d.csv, symbol: X/Y}}}}
+          - {{name: strategy, type: strategy_host, config: {{dir: {strategies}}}}}
+          - {{name: predict, type: prediction_api, config: {{model: m, models_dir: {tmp_path}/m}}}}
+        """,
+    )
+    assert cli_main(["config", "check", str(path)]) == 0
+    assert not (tmp_path / "new").exists(), "checking creates nothing"
+
+
+def test_a_type_is_a_registered_name_never_a_module_to_import(tmp_path, monkeypatch, capsys):
+    """A config naming `module:Class` must not make the engine import that module."""
+    marker = tmp_path / "imported"
+    (tmp_path / "planted_module.py").write_text(
+        f"from pathlib import Path\nPath({str(marker)!r}).write_text('imported')\n"
+        "from engine.heartbeat import HeartbeatSource as Planted\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    path = write(tmp_path, "components:\n  - {name: a, type: 'planted_module:Planted'}\n")
+    err = checked_quickly(path, capsys)
+    assert f"{path}: components[0].type: unknown component type 'planted_module:Planted'" in err
+    assert "'trade_engine.components' entry points" in err
+    assert not marker.exists(), "the module named in the config was imported"
+    assert "planted_module" not in sys.modules
+    typo = write(tmp_path, "components:\n  - {name: a, type: heartbeet}\n")
+    assert "did you mean 'heartbeat'?" in checked_quickly(typo, capsys)
+
+
+@pytest.mark.parametrize(
+    ("components", "expected"),
+    [
+        ("5", "components: input should be a valid tuple, got 5"),
+        ("[5]", "components[0]: input should be a valid dictionary or instance of"),
+        ("[{name: m, type: replay, config: 7}]", "components[0].config: input should be a valid"),
+        ("[{name: m, type: replay, config: {symbol: X/Y, path: x}}]", None),
+    ],
+    ids=["not a list", "not a mapping", "config not a mapping", "valid"],
+)
+def test_replay_validates_the_config_before_changing_anything(
+    tmp_path, capsys, components, expected
+):
+    path = write(tmp_path, f"components: {components}\n")
+    data = "samples/BTC-USD_1d.csv"
+    if expected is None:
+        config = replay_config(str(path), data)
+        (entry,) = config.components
+        assert (config.clock, entry.config) == ("simulated", {"symbol": "X/Y", "path": data})
+        # the missing file named by --data fails the path check, naming the field
+        with pytest.raises(ConfigError, match=r"components\[0\]\.config\.path: 'nope.csv' does"):
+            replay_config(str(path), "nope.csv")
+        return
+    assert cli_main(["replay", "--config", str(path), "--data", data]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"{path}: {expected}"), err

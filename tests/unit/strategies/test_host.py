@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import threading
 import time
 from pathlib import Path
 
 import pytest
 import yaml
 from prometheus_client import CollectorRegistry, generate_latest
+from structlog.testing import capture_logs
 
 from adapters.replay.market_data import ReplayConfig, ReplayMarketData
 from engine.bus import EventBus
@@ -19,13 +21,15 @@ from engine.component import ComponentContext, ComponentGraph, ComponentState
 from engine.config import ConfigError, Secrets
 from engine.events import Features, Signal
 from ml.feature_engine import FeatureEngine, FeatureEngineConfig
-from strategies.files import parse_strategy_file, read_strategy_file
+from strategies import host as host_module
+from strategies.files import parse_strategy_file, read_config_dir, read_strategy_file
 from strategies.host import (
     InvalidStrategyConfigsError,
     StrategyHost,
     StrategyHostConfig,
 )
 from strategies.ml_direction import MLDirectionConfig, MLDirectionStrategy, confidence_of
+from tests.hostile_files import billion_laughs, fifo, nested_yaml
 from tests.paper_support import MODEL
 from tests.paths import ROOT
 
@@ -262,3 +266,122 @@ async def test_an_invalid_file_at_start_fails_the_start_naming_file_and_field(mo
     missing = StrategyHost("s", StrategyHostConfig(dir=str(tmp_path / "nope")), ctx)
     with pytest.raises(FileNotFoundError, match="nope"):
         await missing.start()
+
+
+# -- hostile files in the directory ------------------------------------------------------
+
+
+def host_on(directory: Path) -> StrategyHost:
+    ctx = ComponentContext(EventBus(), LiveClock(), CollectorRegistry(), Secrets())
+    return StrategyHost("strategy", StrategyHostConfig(dir=str(directory), watch=False), ctx)
+
+
+async def test_a_fifo_named_yaml_is_skipped_unopened_and_reloads_go_on(models, tmp_path):
+    base = {**VALID, "models_dir": str(models)}
+    one = tmp_path / "one.yaml"
+    write(one, base)
+    skipped = {"reason": "not a regular file: it is a FIFO (named pipe)"}
+    with fifo(tmp_path / "x.yaml") as pipe, capture_logs() as logs:
+        started = time.monotonic()
+        component = host_on(tmp_path)
+        await component.start()  # skipped at start too: not a reason to fail it
+        assert list(component.instances) == ["one"]
+        digest = write(one, {**base, "high_confidence": 0.9})
+        report = await component.reload_configs("admin")
+        assert time.monotonic() - started < 3, "a read waited for the FIFO's writer"
+        assert report["ok"]
+        assert report["skipped"] == [{"file": str(pipe), **skipped}]
+        assert [a["strategy"] for a in report["applied"]] == ["one"]
+        assert component.instances["one"].active.content_hash == digest
+        assert {"event": "strategy_host.skipped", "file": str(pipe)}.items() <= next(
+            entry for entry in logs if entry["event"] == "strategy_host.skipped"
+        ).items()
+
+    # A running strategy whose file became a FIFO keeps running on what it had.
+    one.unlink()
+    with fifo(one):
+        report = await component.reload_configs("admin")
+        assert report["skipped"] == [{"file": str(one), **skipped}]
+        assert report["stopped"] == []
+        assert component.instances["one"].state is ComponentState.RUNNING
+        await component.stop()
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (nested_yaml("model"), "line 1, column 71: invalid YAML: nested deeper than 64 levels"),
+        (billion_laughs("model"), "line 4, column 45: invalid YAML: aliases repeat more than"),
+        (
+            "model: " + "x" * (1024 * 1024),
+            "cannot read: 1 MB (1,048,583 bytes), larger than the 1 MB allowed",
+        ),
+    ],
+    ids=["nested", "billion laughs", "over 1 MB"],
+)
+async def test_hostile_strategy_files_are_rejected_without_stalling_the_loop(
+    models, tmp_path, text, expected
+):
+    write(tmp_path / "one.yaml", {**VALID, "models_dir": str(models)})
+    component = host_on(tmp_path)
+    await component.start()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text)
+    gaps: list[float] = []
+
+    async def tick() -> None:
+        while True:
+            before = time.monotonic()
+            await asyncio.sleep(0.001)
+            gaps.append(time.monotonic() - before)
+
+    ticker = asyncio.create_task(tick())
+    await asyncio.sleep(0.01)
+    report = await component.reload_configs("admin")
+    await asyncio.sleep(0.01)
+    ticker.cancel()
+    (rejected,) = report["rejected"]
+    (error,) = rejected["errors"]
+    assert error.startswith(f"{bad}: {expected}"), error
+    assert max(gaps) < 0.1, f"the loop stalled {max(gaps) * 1000:.0f} ms"
+    assert list(component.instances) == ["one"]
+    await component.stop()
+
+
+async def test_a_read_stuck_in_the_file_system_gives_up_and_never_holds_up_a_stop(
+    models, tmp_path, monkeypatch
+):
+    """No real file blocks a read now (FIFOs are never opened), but a hung network file
+    system does; a read that never returns stands in for it."""
+    base = {**VALID, "models_dir": str(models)}
+    write(tmp_path / "one.yaml", base)
+    component = host_on(tmp_path)
+    await component.start()
+    release = threading.Event()
+
+    def stuck(directory: Path) -> dict[Path, bytes]:
+        release.wait()
+        return {}
+
+    monkeypatch.setattr(host_module, "READ_TIMEOUT_SECONDS", 0.2)
+    monkeypatch.setattr(host_module, "read_config_dir", stuck)
+    report = await component.reload_configs("admin")
+    assert report["error"] == (
+        f"{tmp_path}: reading took over 0.2 s (a hung file system?); nothing changed"
+    )
+    assert component.failures["admin"] == 1
+    # the lock is free again: the next reload (the file system back) applies a change
+    monkeypatch.setattr(host_module, "read_config_dir", read_config_dir)
+    digest = write(tmp_path / "one.yaml", {**base, "high_confidence": 0.9})
+    report = await component.reload_configs("admin")
+    assert [a["config_hash"] for a in report["applied"]] == [digest]
+    # a reload stuck while the host stops: the stop does not wait for it
+    monkeypatch.setattr(host_module, "READ_TIMEOUT_SECONDS", 60)
+    monkeypatch.setattr(host_module, "read_config_dir", stuck)
+    pending = asyncio.create_task(component.reload_configs("admin"))
+    await asyncio.sleep(0.05)
+    started = time.monotonic()
+    await component.stop()
+    assert time.monotonic() - started < 1
+    pending.cancel()
+    release.set()
