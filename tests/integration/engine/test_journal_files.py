@@ -85,7 +85,7 @@ KINDS = {
     "garbage": "is not a journal (not an SQLite database",
     "truncated": "is damaged (truncated or overwritten",
     "holed": "is damaged (truncated or overwritten",
-    "read-only": "cannot be opened (attempt to write a readonly database): give write access",
+    "read-only": "cannot be opened (attempt to write a readonly database): give write access to",
 }
 
 
