@@ -78,6 +78,15 @@ _BUCKET_LABELS: tuple[str, ...] = (*(str(b) for b in LATENCY_BUCKETS_S), "+Inf")
 _WITHHELD_REMEMBERED = 256  # sequence numbers kept for :meth:`EventBus.was_withheld`
 
 
+def _stamp_of(event: Event) -> dict[str, Any]:
+    """Times and correlation id for a notice about ``event`` (the bus has no clock)."""
+    return {
+        "ts_event": event.ts_event,
+        "ts_init": event.ts_init,
+        "correlation_id": event.correlation_id,
+    }
+
+
 class Backpressure(StrEnum):
     """What an async subscriber's full queue does to the publisher."""
 
@@ -240,6 +249,7 @@ class EventBus:
         self._congested: set[Subscription] = set()
         self._consumers: dict[asyncio.Task[None], Subscription] = {}
         self._withheld: deque[int] = deque(maxlen=_WITHHELD_REMEMBERED)
+        self._failing = 0  # critical subscriptions failing now
         self._closed = False
 
     # -- subscribing -------------------------------------------------------------------
@@ -310,6 +320,9 @@ class EventBus:
             return
         self._subscriptions.remove(sub)
         self._reroute()
+        if sub.failing:
+            sub.failing = False
+            self._failing -= 1
         self._congested.discard(sub)
         sub._room.set()
         sub._closing = True
@@ -393,38 +406,39 @@ class EventBus:
             route = self._route(event_type)
         route.published += 1
         every = self.latency_sample_every
-        if every and not event.seq % every:
-            self._deliver_timed(event, route)
+        timed = bool(every) and not event.seq % every
+        if timed or self._failing:
+            self._deliver_watched(event, route, timed=timed)
             return
         for sub in route.sync:
             try:
                 sub.handler(event)
             except Exception as exc:
-                sub.delivered += 1
                 if self._handler_failed(sub, event, exc):
+                    sub.delivered += 1
                     return
-                continue
             sub.delivered += 1
-            if sub.failing:
-                self._recovered(sub, event)
         for sub in route.queued:
             self._enqueue(sub, event)
 
-    def _deliver_timed(self, event: Event, route: _Route) -> None:
+    def _deliver_watched(self, event: Event, route: _Route, *, timed: bool) -> None:
+        """The slower delivery: timing handlers, and, while a critical subscriber is
+        failing, noticing when it handles an event again."""
         for sub in route.sync:
-            started = perf_counter_ns()
+            started = perf_counter_ns() if timed else 0
             try:
                 sub.handler(event)
             except Exception as exc:
-                sub.delivered += 1
-                sub.latency.observe_ns(perf_counter_ns() - started)
-                if self._handler_failed(sub, event, exc):
-                    return
-                continue
+                withheld = self._handler_failed(sub, event, exc)
+            else:
+                withheld = False
+                if sub.failing:
+                    self._recovered(sub, event)
             sub.delivered += 1
-            sub.latency.observe_ns(perf_counter_ns() - started)
-            if sub.failing:
-                self._recovered(sub, event)
+            if timed:
+                sub.latency.observe_ns(perf_counter_ns() - started)
+            if withheld:
+                return
         for sub in route.queued:
             self._enqueue(sub, event)
 
@@ -437,12 +451,11 @@ class EventBus:
         self._record_error(sub, event, exc, quiet=not first)
         if first:
             sub.failing = True
+            self._failing += 1
             # Queued before on_failure's own events, so the notice comes first.
             self.publish_nowait(
                 SubscriberFailed(
-                    ts_event=event.ts_event,
-                    ts_init=event.ts_init,
-                    correlation_id=event.correlation_id,
+                    **_stamp_of(event),
                     subscriber=sub.name,
                     event_type=type(event).__name__,
                     event_seq=event.seq,
@@ -459,15 +472,9 @@ class EventBus:
 
     def _recovered(self, sub: Subscription, event: Event) -> None:
         sub.failing = False
+        self._failing -= 1
         log.warning("bus.subscriber_recovered", subscriber=sub.name, withheld=sub.withheld)
-        self.publish_nowait(
-            SubscriberRecovered(
-                ts_event=event.ts_event,
-                ts_init=event.ts_init,
-                correlation_id=event.correlation_id,
-                subscriber=sub.name,
-            )
-        )
+        self.publish_nowait(SubscriberRecovered(**_stamp_of(event), subscriber=sub.name))
         if sub.on_recovery is not None:
             self._call_hook(sub, "on_recovery", sub.on_recovery)
 

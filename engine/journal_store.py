@@ -77,8 +77,8 @@ def file_error(
         problem = f"cannot be opened ({exc})"
         elsewhere = "copy it with its -wal file" if reading else "set the journal's `path`"
         todo = (
-            f"give write access to {path.parent} (SQLite keeps {path.name}-wal and "
-            f"{path.name}-shm next to the journal) or {elsewhere} elsewhere"
+            f"give write access to it and to {path.parent} (SQLite keeps {path.name}-wal "
+            f"and {path.name}-shm next to it) or {elsewhere} elsewhere"
         )
     elif isinstance(exc, OSError):
         problem = f"cannot be created ({exc})"
@@ -121,11 +121,10 @@ def connect_read_only(path: str | Path, *, damaged: bool = False) -> sqlite3.Con
     if path.is_file() and path.stat().st_size == 0:
         raise JournalFileError(f"journal {path}: empty file (0 bytes): no events to read")
     wal = path.with_name(f"{path.name}-wal")
-    modes = ["mode=ro"]
-    if not (wal.exists() and wal.stat().st_size) and not os.access(path.parent, os.W_OK):
-        modes.insert(0, "immutable=1")
+    settled = not (wal.exists() and wal.stat().st_size)  # everything is in the file itself
+    mode = "immutable=1" if settled and not os.access(path.parent, os.W_OK) else "mode=ro"
     try:
-        conn = sqlite3.connect(f"file:{path}?{modes[0]}", uri=True, check_same_thread=False)
+        conn = sqlite3.connect(f"file:{path}?{mode}", uri=True, check_same_thread=False)
         if damaged:
             conn.execute("PRAGMA writable_schema=ON")  # the connection is read-only all the same
         tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master")}

@@ -133,7 +133,7 @@ class RiskManager(Component):
         self._approvals: deque[int] = deque()
         self._pending: dict[str, _Pending] = {}
         self._decided: OrderedDict[str, None] = OrderedDict()
-        self._failing: dict[str, Reason] = {}  # critical bus subscribers failing now
+        self._failing: set[str] = set()  # critical bus subscribers failing now
         self.rejections: dict[str, int] = {reason.value: 0 for reason in Reason}
         self.approved: dict[str, int] = {"BUY": 0, "SELL": 0}
         self.tick_to_order = LatencyHistogram()
@@ -183,7 +183,8 @@ class RiskManager(Component):
                 "risk.resume_refused",
                 reason=self.state_reason,
                 failing=sorted(self._failing),
-                detail="a critical subscriber (the journal?) still fails: fix it first",
+                detail="a critical bus subscriber still fails: fix it (free disk space for "
+                "the journal) first",
             )
             return
         equity = self.portfolio.equity_quote
@@ -267,9 +268,9 @@ class RiskManager(Component):
         if decision is None:
             return
         seq = self.bus.publish_nowait(decision)
-        if isinstance(decision, OrderRequest):
-            pending = self._pending[decision.order_id]
-            self._pending[decision.order_id] = replace(pending, seq=seq)
+        if isinstance(decision, OrderRequest) and decision.order_id in self._pending:
+            order_id = decision.order_id
+            self._pending[order_id] = replace(self._pending[order_id], seq=seq)
 
     def _on_bar(self, bar: Bar) -> None:
         # Delivered before the bar's features (run-to-completion): the start of the
@@ -286,7 +287,7 @@ class RiskManager(Component):
         journals = self.context.components.of_type(Journal)
         is_journal = any(journal.owns(notice.subscriber) for journal in journals)
         code = Reason.JOURNAL_UNAVAILABLE if is_journal else Reason.SUBSCRIBER_FAILED
-        self._failing[notice.subscriber] = code
+        self._failing.add(notice.subscriber)
         # Every order published before this notice has been delivered or withheld by now.
         for order_id, pending in list(self._pending.items()):
             if pending.seq and self.bus.was_withheld(pending.seq):
@@ -298,7 +299,8 @@ class RiskManager(Component):
         )
 
     def _on_subscriber_recovered(self, notice: SubscriberRecovered) -> None:
-        if self._failing.pop(notice.subscriber, None) is not None:
+        if notice.subscriber in self._failing:
+            self._failing.discard(notice.subscriber)
             self.log.warning(
                 "risk.subscriber_recovered",
                 subscriber=notice.subscriber,

@@ -144,8 +144,9 @@ class Disk:
         self.written.append(event.seq)
 
 
-async def test_an_event_a_critical_handler_fails_on_reaches_no_later_subscriber():
-    bus = EventBus()
+@pytest.mark.parametrize("sample_every", [0, 1])  # the plain and the timed delivery
+async def test_an_event_a_critical_handler_fails_on_reaches_no_later_subscriber(sample_every):
+    bus = EventBus(latency_sample_every=sample_every)
     disk = Disk()
     before: list[int] = []
     after: list[int] = []
