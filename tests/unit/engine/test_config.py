@@ -308,8 +308,6 @@ def test_a_config_without_components_passes_loading_but_not_check(tmp_path, caps
 def test_config_check_refuses_paths_that_are_missing_or_of_the_wrong_kind(tmp_path, capsys):
     a_file = tmp_path / "a-file"
     a_file.write_text("")
-    strategies = tmp_path / "strategies"
-    strategies.mkdir()
     path = write(
         tmp_path,
         f"""
