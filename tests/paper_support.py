@@ -3,6 +3,7 @@ test's process or as a live daemon."""
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from ml.pipeline import train_from_file
 from ml.registry import ModelRegistry
 from ml.training import TrainSettings
 from tests.paths import ROOT
-from tests.processes import free_port
+from tests.processes import EngineProcess, free_port
 
 MODEL = "btc-usdt-1h"
 STRATEGY = "btc-usdt-1h"  # the shipped strategy config: config/strategies/btc-usdt-1h.yaml
@@ -116,3 +117,14 @@ def daemon_config(
     path = tmp_path / "engine.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path, strategies, journal
+
+
+def daemon_with_admin_token(
+    models: Path, tmp_path: Path, *, watch: bool
+) -> tuple[EngineProcess, str, Path]:
+    """The :func:`daemon_config` daemon started with an admin token: (process, token,
+    strategies dir)."""
+    token = f"admin-{secrets.token_hex(16)}"
+    config, strategies, _ = daemon_config(models, tmp_path, watch=watch)
+    process = EngineProcess("run", "--config", str(config), env={"ENGINE_ADMIN_TOKEN": token})
+    return process, token, strategies

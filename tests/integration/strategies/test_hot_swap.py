@@ -7,7 +7,6 @@ import hashlib
 import json
 import os
 import random
-import secrets
 import signal
 import sqlite3
 import threading
@@ -20,7 +19,7 @@ import pytest
 import yaml
 
 from tests.hostile_files import billion_laughs, nested_yaml
-from tests.paper_support import STRATEGY, daemon_config
+from tests.paper_support import STRATEGY, daemon_config, daemon_with_admin_token
 from tests.processes import EngineProcess, wait_until
 
 pytestmark = pytest.mark.integration
@@ -275,11 +274,9 @@ def test_a_fifo_and_yaml_bombs_in_the_directory_neither_wedge_nor_stall_the_daem
 ):
     """A FIFO named *.yaml once hung every later reload and kept a SIGTERMed daemon
     alive; a 10 KB nested file stalled the loop for seconds."""
-    token = f"admin-{secrets.token_hex(8)}"
-    config, strategies, _ = daemon_config(models, tmp_path, watch=True)
+    daemon, token, strategies = daemon_with_admin_token(models, tmp_path, watch=True)
     path = strategies / f"{STRATEGY}.yaml"
     base = yaml.safe_load(path.read_text())
-    daemon = EngineProcess("run", "--config", str(config), env={"ENGINE_ADMIN_TOKEN": token})
     try:
         port = daemon.wait_for_log("api.listening")["port"]
         daemon.wait_for_log("engine.running")

@@ -316,8 +316,12 @@ async def test_a_fifo_named_yaml_is_skipped_unopened_and_reloads_go_on(models, t
             "model: " + "x" * (1024 * 1024),
             "cannot read: 1 MB (1,048,583 bytes), larger than the 1 MB allowed",
         ),
+        (  # within every limit, but half a second of parsing: never on the loop
+            "model: m\nsymbolz: [" + ", ".join(["BTC/USDT"] * 10_000) + "]\n",
+            "symbolz: unknown field (did you mean 'symbols'?)",
+        ),
     ],
-    ids=["nested", "billion laughs", "over 1 MB"],
+    ids=["nested", "billion laughs", "over 1 MB", "slow to parse"],
 )
 async def test_hostile_strategy_files_are_rejected_without_stalling_the_loop(
     models, tmp_path, text, expected
@@ -358,30 +362,35 @@ async def test_a_read_stuck_in_the_file_system_gives_up_and_never_holds_up_a_sto
     component = host_on(tmp_path)
     await component.start()
     release = threading.Event()
+    threads: list[threading.Thread] = []
 
     def stuck(directory: Path) -> dict[Path, bytes]:
+        threads.append(threading.current_thread())
         release.wait()
         return {}
 
-    monkeypatch.setattr(host_module, "READ_TIMEOUT_SECONDS", 0.2)
-    monkeypatch.setattr(host_module, "read_config_dir", stuck)
-    report = await component.reload_configs("admin")
-    assert report["error"] == (
-        f"{tmp_path}: reading took over 0.2 s (a hung file system?); nothing changed"
-    )
-    assert component.failures["admin"] == 1
-    # the lock is free again: the next reload (the file system back) applies a change
-    monkeypatch.setattr(host_module, "read_config_dir", read_config_dir)
-    digest = write(tmp_path / "one.yaml", {**base, "high_confidence": 0.9})
-    report = await component.reload_configs("admin")
-    assert [a["config_hash"] for a in report["applied"]] == [digest]
-    # a reload stuck while the host stops: the stop does not wait for it
-    monkeypatch.setattr(host_module, "READ_TIMEOUT_SECONDS", 60)
-    monkeypatch.setattr(host_module, "read_config_dir", stuck)
-    pending = asyncio.create_task(component.reload_configs("admin"))
-    await asyncio.sleep(0.05)
-    started = time.monotonic()
-    await component.stop()
-    assert time.monotonic() - started < 1
-    pending.cancel()
-    release.set()
+    try:
+        monkeypatch.setattr(host_module, "READ_TIMEOUT_SECONDS", 0.2)
+        monkeypatch.setattr(host_module, "read_config_dir", stuck)
+        report = await component.reload_configs("admin")
+        assert report["error"] == (
+            f"{tmp_path}: reading took over 0.2 s (a hung file system?); nothing changed"
+        )
+        assert component.failures["admin"] == 1
+        assert threads[0].daemon, "a stuck read in a pool thread would keep the process alive"
+        # the lock is free again: the next reload (the file system back) applies a change
+        monkeypatch.setattr(host_module, "read_config_dir", read_config_dir)
+        digest = write(tmp_path / "one.yaml", {**base, "high_confidence": 0.9})
+        report = await component.reload_configs("admin")
+        assert [a["config_hash"] for a in report["applied"]] == [digest]
+        # a reload stuck while the host stops: the stop does not wait for it
+        monkeypatch.setattr(host_module, "READ_TIMEOUT_SECONDS", 60)
+        monkeypatch.setattr(host_module, "read_config_dir", stuck)
+        pending = asyncio.create_task(component.reload_configs("admin"))
+        await asyncio.sleep(0.05)
+        started = time.monotonic()
+        await component.stop()
+        assert time.monotonic() - started < 1
+        pending.cancel()
+    finally:
+        release.set()  # a failing run must not leave a thread that holds pytest's exit
