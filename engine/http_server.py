@@ -74,9 +74,12 @@ class ConnectionCap:
     """The listening socket's protocol factory: hands each new connection to aiohttp's
     ``server`` after making room for it (see the module docstring)."""
 
-    def __init__(self, server: web.Server, limit: int) -> None:
+    def __init__(
+        self, server: web.Server, limit: int, settling_seconds: float = SETTLING_SECONDS
+    ) -> None:
         self._server = server
         self.limit = limit
+        self.settling_seconds = settling_seconds
         self.answering: set[web.RequestHandler] = set()  # a whole request being answered
         self._opened: dict[web.RequestHandler, float] = {}  # monotonic time made
         # Handed out in this pass of the event loop: each connects in the next pass, right
@@ -96,7 +99,7 @@ class ConnectionCap:
             waiting = [
                 h
                 for h in connected
-                if h not in self.answering and now - self._opened.get(h, 0) >= SETTLING_SECONDS
+                if h not in self.answering and now - self._opened.get(h, 0) >= self.settling_seconds
             ][:excess]
             for handler in waiting:
                 handler.force_close()
@@ -119,8 +122,14 @@ class ConnectionCap:
 class HttpServer:
     """``app`` served on ``settings.host:port`` with the limits of ``settings``."""
 
-    def __init__(self, app: web.Application, settings: ApiConfig) -> None:
+    def __init__(
+        self,
+        app: web.Application,
+        settings: ApiConfig,
+        settling_seconds: float = SETTLING_SECONDS,
+    ) -> None:
         self.settings = settings
+        self.settling_seconds = settling_seconds
         self.app = app
         app.middlewares.append(self.guard)
         self.responses: Counter[int] = Counter(dict.fromkeys(COUNTED_FROM_START, 0))
@@ -140,7 +149,7 @@ class HttpServer:
         )
         await self._runner.setup()
         assert self._runner.server is not None
-        self.cap = ConnectionCap(self._runner.server, s.max_connections)
+        self.cap = ConnectionCap(self._runner.server, s.max_connections, self.settling_seconds)
         loop = asyncio.get_running_loop()
         self._listener = await loop.create_server(
             self.cap, s.host, s.port, reuse_address=True, backlog=LISTEN_BACKLOG

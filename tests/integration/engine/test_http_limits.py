@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -26,7 +26,7 @@ import yaml
 from aiohttp import web
 
 from engine.config import ApiConfig
-from engine.http_server import LISTEN_BACKLOG, SETTLING_SECONDS, HttpServer
+from engine.http_server import LISTEN_BACKLOG, SETTLING_SECONDS, ConnectionCap, HttpServer
 from tests.paths import ROOT
 from tests.processes import EngineProcess, free_port, metric_value, open_fds, wait_until
 
@@ -164,49 +164,93 @@ def test_at_the_cap_a_new_connection_closes_the_longest_open_idle_one(limited):
             sock.close()
 
 
-async def test_a_connection_answering_a_request_is_never_closed_to_make_room():
-    release = asyncio.Event()
+class InProcess:
+    """An HttpServer on this test's loop, with a /slow route answering when released."""
 
-    async def slow(request: web.Request) -> web.Response:
-        await release.wait()
+    def __init__(self, settings: ApiConfig, settling_seconds: float = SETTLING_SECONDS) -> None:
+        self.release = asyncio.Event()
+        app = web.Application()
+        app.router.add_get("/slow", self._slow)
+        app.router.add_post("/slow", self._slow)
+        self.server = HttpServer(app, settings, settling_seconds)
+
+    async def _slow(self, request: web.Request) -> web.Response:
+        await request.read()
+        await self.release.wait()
         return web.json_response({"ok": True})
 
-    app = web.Application()
-    app.router.add_get("/slow", slow)
-    server = HttpServer(app, ApiConfig(port=0, max_connections=2))
-    port = await server.start()
-    assert server.cap is not None
-    answering = server.cap.answering
+    @property
+    def cap(self) -> ConnectionCap:
+        assert self.server.cap is not None
+        return self.server.cap
 
-    async def until(predicate, what: str) -> None:
-        for _ in range(500):  # the server runs on this loop: poll, yielding to it
-            if predicate():
-                return
-            await asyncio.sleep(0.01)
-        raise AssertionError(f"not within 5 s: {what}")
+    async def connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        assert self.server.port is not None
+        return await asyncio.open_connection("127.0.0.1", self.server.port)
 
-    try:
-        a_reader, a = await asyncio.open_connection("127.0.0.1", port)
+    async def __aenter__(self) -> InProcess:
+        await self.server.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.release.set()
+        await self.server.stop()
+
+
+async def until(predicate: Callable[[], object], what: str) -> None:
+    """Poll ``predicate`` for up to 5 s, yielding to the server on this loop."""
+    for _ in range(500):
+        if predicate():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"not within 5 s: {what}")
+
+
+async def test_a_connection_answering_a_request_is_never_closed_to_make_room():
+    async with InProcess(ApiConfig(port=0, max_connections=2), settling_seconds=0) as served:
+        a_reader, a = await served.connect()
         a.write(b"GET /slow HTTP/1.1\r\nHost: test\r\n\r\n")
-        await until(lambda: len(answering) == 1, "A answering")
-        b_reader, _ = await asyncio.open_connection("127.0.0.1", port)  # idle
-        await until(lambda: len(server.cap.open_connections()) == 2, "B connected")
-        await asyncio.sleep(SETTLING_SECONDS + 0.05)
-        c_reader, c = await asyncio.open_connection("127.0.0.1", port)
+        await until(lambda: len(served.cap.answering) == 1, "A answering")
+        b_reader, b = await served.connect()  # idle
+        await until(lambda: len(served.cap.open_connections()) == 2, "B connected")
+        c_reader, c = await served.connect()
         assert await asyncio.wait_for(b_reader.read(), 2) == b""  # B made room, not A
         c.write(b"GET /slow HTTP/1.1\r\nHost: test\r\n\r\n")
-        await until(lambda: len(answering) == 2, "C answering")
-        await asyncio.sleep(SETTLING_SECONDS + 0.05)
-        d_reader, _ = await asyncio.open_connection("127.0.0.1", port)
+        await until(lambda: len(served.cap.answering) == 2, "C answering")
+        d_reader, d = await served.connect()
         refusal = await asyncio.wait_for(d_reader.read(), 2)
         assert refusal.startswith(b"HTTP/1.1 503 "), refusal
-        release.set()
+        served.release.set()
         for reader in (a_reader, c_reader):
             assert (await asyncio.wait_for(reader.readline(), 2)).startswith(b"HTTP/1.1 200")
-        assert dict(server.cap.shed) == {"evicted": 1, "refused": 1}
-    finally:
-        release.set()
-        await server.stop()
+        assert dict(served.cap.shed) == {"evicted": 1, "refused": 1}
+        for writer in (a, b, c, d):  # kept open until here: a writer collected closes
+            writer.close()
+
+
+async def test_a_connection_only_just_opened_is_left_to_send_its_request():
+    async with InProcess(ApiConfig(port=0, max_connections=1), settling_seconds=60) as served:
+        a_reader, a = await served.connect()
+        await until(lambda: len(served.cap.open_connections()) == 1, "A connected")
+        b_reader, b = await served.connect()
+        assert (await asyncio.wait_for(b_reader.read(), 2)).startswith(b"HTTP/1.1 503 ")
+        served.cap.settling_seconds = 0  # now A has had its time
+        _, c = await served.connect()
+        assert await asyncio.wait_for(a_reader.read(), 2) == b""
+        assert dict(served.cap.shed) == {"evicted": 1, "refused": 1}
+        for writer in (a, b, c):  # kept open until here: a writer collected closes
+            writer.close()
+
+
+async def test_the_body_deadline_ends_when_the_body_has_arrived():
+    settings = ApiConfig(port=0, body_timeout_seconds=0.2)
+    async with InProcess(settings) as served:
+        reader, writer = await served.connect()
+        writer.write(b"POST /slow HTTP/1.1\r\nHost: test\r\nContent-Length: 2\r\n\r\n{}")
+        await until(lambda: len(served.cap.answering) == 1, "the body received")
+        await asyncio.sleep(0.4)  # the handler takes longer than the body deadline: fine
+        served.release.set()
+        assert (await asyncio.wait_for(reader.readline(), 2)).startswith(b"HTTP/1.1 200")
 
 
 def health_latency(port: int) -> float:

@@ -93,33 +93,45 @@ def config_problems(tmp_path: Path, text: str) -> str:
     return str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("text", "redacted"),
+    [
+        (
+            f"api:\n  port: '{KEY}'\n  max_connections: '{ADMIN_TOKEN}'\n"
+            f"bus:\n  queue_capacity: '{OTHER_KEY}'\n",
+            3,
+        ),
+        (f"components:\n  - {{name: a, type: heartbeat, depends_on: ['{ADMIN_TOKEN}']}}\n", 1),
+    ],
+    ids=["values", "message"],
+)
 def test_a_key_or_a_secret_pasted_into_a_plain_field_is_redacted_in_config_errors(
-    tmp_path, monkeypatch
+    tmp_path, monkeypatch, text, redacted
 ):
     monkeypatch.setenv("ENGINE_PRIVATE_KEY", KEY)
     monkeypatch.setenv("ENGINE_ADMIN_TOKEN", ADMIN_TOKEN)
-    message = config_problems(
-        tmp_path,
-        f"api:\n  port: '{KEY}'\n  max_connections: '{ADMIN_TOKEN}'\n"
-        f"bus:\n  queue_capacity: '{OTHER_KEY}'\n",
-    )
-    assert message.count(REDACTED) == 3, message
+    message = config_problems(tmp_path, text)
+    assert message.count(REDACTED) == redacted, message
     for secret in (KEY, KEY[2:40], ADMIN_TOKEN, ADMIN_TOKEN[:20], OTHER_KEY[2:40]):
         assert secret not in message  # not whole, and not cut short either
 
 
 @pytest.mark.parametrize(
-    "text",
+    ("text", "words"),
     [
-        f"api:\n  port: '{HUGE}'\n  ? '{HUGE}'\n  : 1\n",
-        f"components:\n  - {{name: a, type: heartbeat, depends_on: ['{HUGE}']}}\n",
+        (f"api:\n  port: '{HUGE}'\n  ? '{HUGE}'\n  : 1\n", ["valid integer", "unknown field"]),
+        (f"components:\n  - {{name: a, type: heartbeat, depends_on: ['{HUGE}']}}\n", ["depends"]),
     ],
     ids=["value and key", "message"],
 )
-def test_values_keys_and_messages_in_config_errors_are_cut_to_a_readable_length(tmp_path, text):
+def test_values_keys_and_messages_in_config_errors_are_cut_to_a_readable_length(
+    tmp_path, text, words
+):
     problems = config_problems(tmp_path, text).splitlines()
-    assert problems
-    assert all(len(line) < len(str(tmp_path)) + PROBLEM_CHARS + 20 for line in problems)
+    assert len(problems) == len(words)
+    for line, word in zip(problems, words, strict=True):
+        assert len(line) < len(str(tmp_path)) + PROBLEM_CHARS + 20
+        assert word in line  # what is wrong stays in view
 
 
 def test_config_check_redacts_a_pasted_key_with_the_private_key_set(tmp_path):
