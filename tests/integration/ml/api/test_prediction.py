@@ -20,7 +20,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -40,7 +39,7 @@ from engine.events import Features
 from ml.api.prediction import PredictionApi
 from ml.confidence import confidence_level
 from ml.labels import make_dataset
-from tests.processes import EngineProcess, free_port, wait_until
+from tests.processes import EngineProcess, free_port, metric_value, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -189,14 +188,6 @@ def expected_answer(server: ServerThread, row: dict[str, float]) -> dict[str, An
     }
 
 
-def metric(port: int, name: str) -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        for line in response.read().decode().splitlines():
-            if line.startswith(name + " "):
-                return float(line.rsplit(" ", 1)[1])
-    return 0.0
-
-
 def features_event(row: dict[str, float], symbol: str, timeframe: str, ts: int) -> Features:
     return Features(
         ts_event=ts, ts_init=ts, symbol=symbol, timeframe=timeframe,
@@ -304,14 +295,14 @@ def bad_bodies(row: dict[str, float]) -> list[tuple[str, bytes, dict[str, str], 
 
 
 def test_every_bad_input_is_a_400_naming_the_field(server, client, rows):
-    before = metric(server.port, 'trade_engine_predict_requests_total{code="400"}')
+    before = metric_value(server.port, 'trade_engine_predict_requests_total{code="400"}')
     cases = bad_bodies(rows[0])
     for case, body, headers, field in cases:
         status, answer = client.predict(body, headers)
         assert status == 400, (case, answer)
         assert answer["field"] == field, (case, answer)
         assert answer["error"], case
-    after = metric(server.port, 'trade_engine_predict_requests_total{code="400"}')
+    after = metric_value(server.port, 'trade_engine_predict_requests_total{code="400"}')
     assert after - before == len(cases)
     status, _ = client.predict(rows[0])  # the connection and the server still serve
     assert status == 200
@@ -329,17 +320,17 @@ def test_a_chunked_body_over_the_limit_is_refused_while_streaming(server, rows):
 
 def test_a_client_that_goes_away_mid_body_is_counted_499_and_not_as_an_error(server):
     gone = 'trade_engine_predict_requests_total{code="499"}'
-    before = metric(server.port, gone)
+    before = metric_value(server.port, gone)
     with socket.create_connection(("127.0.0.1", server.port)) as sock:
         sock.sendall(
             b"POST /predict HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
             b"Content-Length: 1000\r\n\r\n[{"
         )
         time.sleep(0.1)  # the handler is reading the body
-    wait_until(lambda: metric(server.port, gone) == before + 1, 5, "a request counted as 499")
-    assert metric(server.port, 'trade_engine_http_requests_total{code="499"}') >= 1
+    wait_until(lambda: metric_value(server.port, gone) == before + 1, 5, "a request counted as 499")
+    assert metric_value(server.port, 'trade_engine_http_requests_total{code="499"}') >= 1
     for family in ("predict", "http"):
-        assert metric(server.port, f'trade_engine_{family}_requests_total{{code="500"}}') == 0
+        assert metric_value(server.port, f'trade_engine_{family}_requests_total{{code="500"}}') == 0
 
 
 def test_openapi_describes_predict_with_the_model_columns(server, client, rows):
@@ -359,8 +350,8 @@ def test_openapi_describes_predict_with_the_model_columns(server, client, rows):
 
 async def test_concurrent_requests_share_model_calls_and_get_their_own_answers(server, rows):
     one_by_one = [expected_answer(server, row)["probability"] for row in rows[:48]]
-    calls_before = metric(server.port, "trade_engine_predict_batch_rows_count")
-    rows_before = metric(server.port, "trade_engine_predict_batch_rows_sum")
+    calls_before = metric_value(server.port, "trade_engine_predict_batch_rows_count")
+    rows_before = metric_value(server.port, "trade_engine_predict_batch_rows_sum")
     url = f"http://127.0.0.1:{server.port}/predict"
     async with aiohttp.ClientSession() as session:
 
@@ -372,8 +363,8 @@ async def test_concurrent_requests_share_model_calls_and_get_their_own_answers(s
         answers = await asyncio.gather(*(post(row) for row in rows[:48]))
         async with session.get(f"http://127.0.0.1:{server.port}/health") as response:
             assert response.status == 200
-    calls = metric(server.port, "trade_engine_predict_batch_rows_count") - calls_before
-    batched_rows = metric(server.port, "trade_engine_predict_batch_rows_sum") - rows_before
+    calls = metric_value(server.port, "trade_engine_predict_batch_rows_count") - calls_before
+    batched_rows = metric_value(server.port, "trade_engine_predict_batch_rows_sum") - rows_before
     assert [a["probability"] for a in answers] == one_by_one
     assert batched_rows == 48
     assert calls < 48, f"{calls} model calls for 48 concurrent requests"
@@ -458,7 +449,7 @@ def test_ten_thousand_generated_bodies_never_get_a_5xx(server, rows):
     post()
     assert sum(seen.values()) >= 10_000
     assert seen.get(200, 0) > 500, seen  # valid rows were part of the mix
-    assert metric(server.port, 'trade_engine_predict_requests_total{code="500"}') == 0
+    assert metric_value(server.port, 'trade_engine_predict_requests_total{code="500"}') == 0
     client.conn.close()
 
 
