@@ -26,6 +26,7 @@ plain counters.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections import Counter
@@ -214,8 +215,9 @@ class HttpServer:
             status=408,
         )
         response.force_close()
-        await response.prepare(request)
-        await response.write_eof()
+        with contextlib.suppress(ConnectionError):  # the client may be gone by now
+            await response.prepare(request)
+            await response.write_eof()
         request.protocol.force_close()
         return response
 
