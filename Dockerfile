@@ -31,6 +31,7 @@ USER engine
 
 EXPOSE 8080
 # The API binds 127.0.0.1 by default; in a container publish it with a config whose
-# api.host is 0.0.0.0. SIGTERM from `docker stop` shuts the engine down cleanly.
+# api.host is 0.0.0.0 (then GET /status needs ENGINE_ADMIN_TOKEN as a bearer token too).
+# SIGTERM from `docker stop` shuts the engine down cleanly.
 ENTRYPOINT ["trade-engine"]
 CMD ["run", "--config", "config/engine.yaml"]

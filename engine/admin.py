@@ -3,13 +3,16 @@
 With no token set, every admin route answers 403 saying how to enable it. Otherwise a
 request needs ``Authorization: Bearer <token>``; a missing or wrong one gets 401. The
 comparison is constant-time (of the two tokens' SHA-256 digests, so even the length
-does not leak), and the token is never logged or echoed.
+does not leak), and the token is never logged or echoed. ``GET /status`` is guarded the
+same way when the API listens on an address other machines can reach
+(:func:`is_loopback`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 from typing import Any, Protocol
 
 import structlog
@@ -29,6 +32,17 @@ class AdminControls(Protocol):
     def resume(self) -> list[dict[str, Any]]: ...
 
     async def reload_configs(self, trigger: str) -> list[dict[str, Any]]: ...
+
+
+def is_loopback(host: str) -> bool:
+    """True for an address only this machine can reach: 127.0.0.0/8, ``::1``,
+    ``localhost``. A wildcard (``0.0.0.0``, ``::``) or any other name is not."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False
 
 
 def _digest(value: str) -> bytes:

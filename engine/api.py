@@ -5,9 +5,12 @@
 ones that are not; ``GET /status`` is what the engine is doing (components, risk,
 portfolio, strategies' model and config versions); ``GET /metrics`` is the
 Prometheus text of the app's registry. ``POST /admin/halt``, ``/admin/resume`` and
-``/admin/reload`` need the bearer token (see :mod:`engine.admin`).
-Components add their own routes by offering ``http_routes() -> list[web.RouteDef]``
-(collected by the engine at construction).
+``/admin/reload`` need the bearer token (see :mod:`engine.admin`), and so does
+``/status`` when ``api.host`` is not a loopback address. Every JSON answer passes the
+one secret redactor (:mod:`engine.redaction`): a halt reason or a component's status
+holding a secret shows ``[REDACTED]``. Components add their own routes by offering
+``http_routes() -> list[web.RouteDef]`` (collected by the engine at construction).
+Connection limits, timeouts and the request counts are :mod:`engine.http_server`'s.
 """
 
 from __future__ import annotations
@@ -20,8 +23,10 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from engine.admin import AdminControls, BearerTokenGuard
+from engine.admin import AdminControls, BearerTokenGuard, is_loopback
 from engine.component import Component, ComponentContext, ComponentHealth, ComponentState
+from engine.config import ApiConfig
+from engine.http_server import HttpServer
 from engine.metrics import METRICS_CONTENT_TYPE, EngineMetrics
 
 log = structlog.get_logger("engine.api")
@@ -31,15 +36,14 @@ MAX_REASON_LENGTH = 200
 
 
 class HttpApi(Component):
-    """Serves the engine's HTTP endpoints on ``host:port`` (port 0: a free one)."""
+    """Serves the engine's HTTP endpoints on ``settings.host:port`` (port 0: a free one)."""
 
     def __init__(
         self,
         name: str,
+        settings: ApiConfig,
         context: ComponentContext,
         *,
-        host: str,
-        port: int,
         metrics: EngineMetrics,
         health: Callable[[], list[ComponentHealth]],
         depends_on: tuple[str, ...] = (),
@@ -47,17 +51,19 @@ class HttpApi(Component):
         status: Callable[[], dict[str, Any]] | None = None,
         admin: AdminControls | None = None,
     ) -> None:
-        super().__init__(name, None, context, depends_on)
-        self.host = host
-        self.requested_port = port
+        super().__init__(name, settings, context, depends_on)
+        self.host = settings.host
         self.port: int | None = None
         self._metrics = metrics
         self._health = health
         self._status = status
         self._admin = admin
         self._guard = BearerTokenGuard(context.secrets.admin_token)
+        self._status_needs_token = not is_loopback(settings.host)
+        self._redactor = context.secrets.redactor()
         self._started_monotonic = time.monotonic()
         self._app = web.Application()
+        self._server = HttpServer(self._app, settings)
         self._app.router.add_routes(
             [
                 web.get("/health", self._get_health),
@@ -70,21 +76,27 @@ class HttpApi(Component):
                 *routes,
             ]
         )
-        self._runner: web.AppRunner | None = None
 
     async def on_start(self) -> None:
-        self._runner = web.AppRunner(self._app, access_log=None, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.requested_port, reuse_address=True)
-        await site.start()
-        sockets = getattr(site._server, "sockets", None) or ()
-        self.port = sockets[0].getsockname()[1] if sockets else self.requested_port
-        self.log.info("api.listening", host=self.host, port=self.port)
+        self.port = await self._server.start()
+        self.register_collector(self._server.collector())
+        s = self.settings
+        self.log.info(
+            "api.listening",
+            host=self.host,
+            port=self.port,
+            status_needs_token=self._status_needs_token,
+            max_connections=s.max_connections,
+        )
 
     async def on_stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        await self._server.stop()
+
+    def _json(self, body: Any, status: int = 200) -> web.Response:
+        """A JSON answer, every string in it redacted (odd values as redacted text)."""
+        scrub = self._redactor.scrub
+        text = json.dumps(self._redactor.scrub_value(body), default=lambda v: scrub(str(v)))
+        return web.json_response(text=text, status=status)
 
     async def _get_health(self, request: web.Request) -> web.Response:
         uptime = round(time.monotonic() - self._started_monotonic, 3)
@@ -99,7 +111,7 @@ class HttpApi(Component):
                 {"name": c.name, "state": str(c.state), "reason": c.reason} for c in components
             ],
         }
-        return web.json_response(body, status=503 if not_running else 200)
+        return self._json(body, status=503 if not_running else 200)
 
     async def _get_metrics(self, request: web.Request) -> web.Response:
         response = web.Response(body=self._metrics.render())
@@ -107,10 +119,11 @@ class HttpApi(Component):
         return response
 
     async def _get_status(self, request: web.Request) -> web.Response:
+        if self._status_needs_token and (refusal := self._guard.refusal(request)) is not None:
+            return refusal
         if self._status is None:
             return web.json_response({"error": "no status in this server"}, status=404)
-        # default=str: a component's odd value must not turn the page into a 500.
-        return web.json_response(self._status(), dumps=lambda v: json.dumps(v, default=str))
+        return self._json(self._status())
 
     # -- admin ---------------------------------------------------------------------------
 
@@ -131,7 +144,7 @@ class HttpApi(Component):
         if not halted:
             return web.json_response({"error": "no risk manager in this engine"}, status=404)
         log.warning("admin.halt", reason=reason, remote=request.remote)
-        return web.json_response({"risk": halted})
+        return self._json({"risk": halted})
 
     async def _post_resume(self, request: web.Request) -> web.Response:
         if (refusal := self._admin_refusal(request)) is not None:
@@ -141,7 +154,7 @@ class HttpApi(Component):
         if not resumed:
             return web.json_response({"error": "no risk manager in this engine"}, status=404)
         log.warning("admin.resume", remote=request.remote)
-        return web.json_response({"risk": resumed})
+        return self._json({"risk": resumed})
 
     async def _post_reload(self, request: web.Request) -> web.Response:
         """200 with what was applied, 422 if any file was rejected (with its field paths)."""
@@ -155,7 +168,7 @@ class HttpApi(Component):
                 {"error": "no strategy config component in this engine"}, status=404
             )
         ok = all(report["ok"] for report in reports)
-        return web.json_response({"ok": ok, "reloads": reports}, status=200 if ok else 422)
+        return self._json({"ok": ok, "reloads": reports}, status=200 if ok else 422)
 
 
 async def _halt_reason(request: web.Request) -> str | web.Response:

@@ -56,9 +56,8 @@ class Engine:
         if config.api.enabled:
             self.api = HttpApi(
                 API_COMPONENT,
+                config.api,
                 self.context,
-                host=config.api.host,
-                port=config.api.port,
                 metrics=self.metrics,
                 health=self.health,
                 depends_on=tuple(c.name for c in components),

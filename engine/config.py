@@ -5,7 +5,10 @@ Every model forbids unknown fields and is frozen. A bad file (read by
 field path, e.g.
 ``config/engine.yaml: api.port: must be <= 65535, got 70000``. Secrets never come from
 YAML: they are read from the environment (see :class:`Secrets`) so they cannot end up
-in a committed file, a log line or an error message.
+in a committed file, a log line or an error message. An error line never shows a secret
+either: every line passes the one redactor (:mod:`engine.redaction`), which knows the
+secrets set in the environment and anything shaped like a private key, so a key pasted
+into the wrong field is shown as ``[REDACTED]``; values are cut to a readable length.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, m
 
 from engine.bus import Backpressure
 from engine.component import DependencyError, start_order
+from engine.redaction import Redactor
 
 
 class StrictModel(BaseModel):
@@ -38,9 +42,36 @@ class LogConfig(StrictModel):
 
 class ApiConfig(StrictModel):
     enabled: bool = Field(True, description="Serve /health, /ready and /metrics over HTTP.")
-    host: str = Field("127.0.0.1", min_length=1, description="Address to bind.")
+    host: str = Field(
+        "127.0.0.1",
+        min_length=1,
+        description="Address to bind. On any address but a loopback one (127.0.0.1, ::1, "
+        "localhost), `GET /status` needs the admin token too.",
+    )
     port: int = Field(
         8080, ge=0, le=65535, description="TCP port; 0 picks a free one (logged at start)."
+    )
+    max_connections: int = Field(
+        512,
+        ge=1,
+        le=65536,
+        description="Most connections open at once. At the cap, a new connection closes the "
+        "longest-open one that is not answering a request (idle, or its header or body "
+        "still arriving); if every one is answering, the new one gets a 503.",
+    )
+    header_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        le=3600,
+        description="A connection that has not sent a whole request header this long after "
+        "opening (or after its previous answer) is closed; idle keep-alive ones too.",
+    )
+    body_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        le=3600,
+        description="A request body not whole this long after its header is answered 408 "
+        "and its connection closed.",
     )
 
 
@@ -140,6 +171,10 @@ class Secrets(BaseModel):
             if s is not None
         ]
 
+    def redactor(self) -> Redactor:
+        """The redactor for text a user sees: these secrets and key-shaped hex."""
+        return Redactor(self.values())
+
 
 _SECRET_KEY = re.compile(r"(private|secret|passw|token|mnemonic|seed_phrase|api_key)", re.I)
 
@@ -147,13 +182,35 @@ _SECRET_KEY = re.compile(r"(private|secret|passw|token|mnemonic|seed_phrase|api_
 # -- loading and errors ----------------------------------------------------------------
 
 
-class ConfigError(ValueError):
-    """A config file could not be read or is invalid; ``problems`` has one line each."""
+SHOWN_VALUE_CHARS = 60  # a value quoted in an error
+SHOWN_KEY_CHARS = 64  # one key of a field path
+PROBLEM_CHARS = 500  # a whole problem line
 
-    def __init__(self, source: str, problems: list[str]) -> None:
+
+def shorten(text: str, limit: int = SHOWN_VALUE_CHARS) -> str:
+    """``text`` cut to ``limit`` characters (ending in ``...``): a value shown in a message."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _user_redactor(redactor: Redactor | None) -> Redactor:
+    """``redactor``, or by default one that knows the secrets set in the environment:
+    config errors are raised before (and by code that never sees) the daemon's Secrets."""
+    return redactor if redactor is not None else Secrets.from_env().redactor()
+
+
+class ConfigError(ValueError):
+    """A config file could not be read or is invalid; ``problems`` has one line each.
+
+    Each line is redacted (``redactor``, by default the environment's secrets and
+    key-shaped hex) and then cut to :data:`PROBLEM_CHARS`, in that order: a cut first
+    could leave a key no longer key-shaped, and show most of it.
+    """
+
+    def __init__(self, source: str, problems: list[str], redactor: Redactor | None = None) -> None:
+        redactor = _user_redactor(redactor)
         self.source = source
-        self.problems = problems
-        super().__init__("\n".join(f"{source}: {p}" for p in problems))
+        self.problems = [shorten(redactor.scrub(p), PROBLEM_CHARS) for p in problems]
+        super().__init__("\n".join(f"{source}: {p}" for p in self.problems))
 
 
 def format_location(loc: tuple[int | str, ...]) -> str:
@@ -163,17 +220,15 @@ def format_location(loc: tuple[int | str, ...]) -> str:
         if isinstance(part, int):
             out += f"[{part}]"
         else:
-            out += f".{part}" if out else str(part)
+            key = shorten(str(part), SHOWN_KEY_CHARS)
+            out += f".{key}" if out else key
     return out or "(top level)"
 
 
-def shorten(text: str, limit: int = 60) -> str:
-    """``text`` cut to ``limit`` characters (ending in ``...``): a value shown in a message."""
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _show(value: Any) -> str:
-    return shorten(repr(value) if isinstance(value, str) else str(value))
+def _show(value: Any, redactor: Redactor) -> str:
+    """A value for an error line: redacted, then cut (a cut key would not look like one)."""
+    text = repr(value) if isinstance(value, str) else str(value)
+    return shorten(redactor.scrub(text))
 
 
 # pydantic error type → (symbol shown, key of the bound in the error's ctx)
@@ -186,12 +241,17 @@ _BOUNDS = {
 
 
 def describe_error(
-    error: Any, model: type[BaseModel] | None = None, prefix: tuple[int | str, ...] = ()
+    error: Any,
+    model: type[BaseModel] | None = None,
+    prefix: tuple[int | str, ...] = (),
+    redactor: Redactor | None = None,
 ) -> str:
-    """One human line for one pydantic error, never echoing a secret-looking value.
+    """One human line for one pydantic error, never echoing a secret or a secret-looking
+    value (``redactor``: by default the environment's secrets and key-shaped hex).
 
     ``prefix`` is where ``model`` sits in the file (e.g. ``components[0].config``).
     """
+    redactor = _user_redactor(redactor)
     loc = tuple(error["loc"])
     path = format_location((*prefix, *loc))
     kind = error["type"]
@@ -216,13 +276,13 @@ def describe_error(
         bound = ctx[key]
         if isinstance(bound, float) and bound.is_integer():
             bound = int(bound)  # "must be > 0", not "> 0.0"
-        return f"{path}: must be {symbol} {bound}, got {_show(value)}"
+        return f"{path}: must be {symbol} {bound}, got {_show(value, redactor)}"
     message = error["msg"]
     message = message[0].lower() + message[1:] if message else message
     if kind.startswith("value_error") or kind == "assertion_error":
         message = message.removeprefix("value error, ")
         return f"{path}: {message}"
-    return f"{path}: {message}, got {_show(value)}"
+    return f"{path}: {message}, got {_show(value, redactor)}"
 
 
 def _closest_field(model: type[BaseModel] | None, loc: tuple[int | str, ...]) -> str:
@@ -251,6 +311,10 @@ def _model_of(annotation: Any) -> type[BaseModel] | None:
 
 
 def validation_problems(
-    exc: ValidationError, model: type[BaseModel], prefix: tuple[int | str, ...] = ()
+    exc: ValidationError,
+    model: type[BaseModel],
+    prefix: tuple[int | str, ...] = (),
+    redactor: Redactor | None = None,
 ) -> list[str]:
-    return [describe_error(err, model, prefix) for err in exc.errors()]
+    redactor = _user_redactor(redactor)
+    return [describe_error(err, model, prefix, redactor) for err in exc.errors()]

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -175,3 +176,17 @@ class MakeRunProcess(EngineProcess):
 
     def send(self, signum: signal.Signals) -> None:
         os.killpg(self.proc.pid, signum)
+
+
+def metric_value(port: int, series: str) -> float:
+    """The value of one series (name and labels as /metrics prints them), 0 if absent."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith(series + " "):
+                return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def open_fds(pid: int) -> int:
+    """File descriptors ``pid`` holds now."""
+    return len(os.listdir(f"/proc/{pid}/fd"))

@@ -5,8 +5,9 @@ The component loads a registered model (off the loop), keeps the latest live
 the daemon's HTTP server through ``http_routes()``. It is RUNNING only once the model
 is loaded, so `/ready` means "model loaded"; before that `/predict` answers 503.
 Rows of concurrent requests are answered by one model call (:mod:`ml.api.batching`).
-Every bad request is a 400 naming the field (:mod:`ml.api.schema`); a 500
-would be a bug, and is logged as one.
+Every bad request is a 400 naming the field (:mod:`ml.api.schema`); a client that
+goes away before its answer is counted as 499, not as an error; a 500 would be a bug,
+and is logged as one.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from engine.component import Component, ComponentContext, ComponentState
 from engine.config import StrictModel
 from engine.config_paths import NEW_DIRECTORY
 from engine.events import Features
+from engine.http_server import CLIENT_GONE, client_went_away
 from ml.api.batching import BatcherClosedError, MicroBatcher
 from ml.api.schema import (
     FeatureRow,
@@ -35,12 +37,13 @@ from ml.api.schema import (
     PredictRequestError,
     PredictSchema,
     check_content_type,
+    list_limit,
     openapi_document,
 )
 from ml.confidence import confidence_level
 from ml.serving import ServingModel
 
-REQUEST_CODES = ("200", "400", "413", "500", "503")
+REQUEST_CODES = ("200", "400", "413", str(CLIENT_GONE), "500", "503")
 DURATION_BUCKETS_S = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5)
 BATCH_ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
@@ -68,7 +71,17 @@ class PredictionApiConfig(StrictModel):
         65536, gt=0, le=16 * 1024 * 1024, description="Larger bodies are refused with a 400."
     )
     max_list_length: int = Field(
-        1000, gt=0, description="Most items in one list body; more is a 400."
+        1000,
+        gt=0,
+        description="Most items in one list body; more is a 400. Fewer when `max_body_bytes` "
+        "cannot hold this many feature rows (64 bytes a value); /openapi.json states the "
+        "number in force.",
+    )
+    market_references: bool = Field(
+        True,
+        description="Answer market references (`{symbol, timeframe}`) from the engine's "
+        "live features; false where nothing computes them (`trade-engine serve`): the "
+        "OpenAPI document then offers feature rows only.",
     )
     inference: Literal["inline", "thread"] = Field(
         "inline",
@@ -137,9 +150,12 @@ class PredictionApi(Component):
             ServingModel.load, s.models_dir, s.model, s.version, s.feature_set
         )
         self.model = model
-        self._schema = PredictSchema(model.columns, s.max_list_length)
+        items = list_limit(s.max_list_length, s.max_body_bytes, len(model.columns))
+        self._schema = PredictSchema(model.columns, items, s.market_references)
         self._openapi = json.dumps(
-            openapi_document(model.columns, model.label, s.max_list_length, s.max_body_bytes)
+            openapi_document(
+                model.columns, model.label, items, s.max_body_bytes, s.market_references
+            )
         ).encode()
         self._batcher = MicroBatcher(
             self._predict_matrix,
@@ -259,9 +275,12 @@ class PredictionApi(Component):
             response = web.json_response(exc.to_json(), status=400)
         except BatcherClosedError as exc:
             response = _error(503, f"no model loaded: {exc}", None)
-        except Exception as exc:  # a bug: log it, answer 500, keep serving
-            self.log.exception("predict.internal_error", error=f"{type(exc).__name__}: {exc}")
-            response = _error(500, "internal error (logged)", None)
+        except Exception as exc:
+            if client_went_away(request, exc):  # mid-body, say: there is no one to answer
+                response = web.Response(status=CLIENT_GONE)
+            else:  # a bug: log it, answer 500, keep serving
+                self.log.exception("predict.internal_error", error=f"{type(exc).__name__}: {exc}")
+                response = _error(500, "internal error (logged)", None)
         code = str(response.status)
         counter = self._by_code.get(code)
         (counter if counter is not None else self._requests.labels(code)).inc()

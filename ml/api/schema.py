@@ -2,23 +2,31 @@
 
 A body is one item or a JSON list of items. An item is either a feature row — an
 object whose keys are exactly the model's feature columns, each a finite JSON number
-(booleans and strings are not numbers) — or a market reference
-``{"symbol": "BTC/USDT", "timeframe": "1h"}`` that the server answers from the
-engine's latest live features. Every problem raises :class:`PredictRequestError`
+(booleans and strings are not numbers) — or, where the engine computes live features,
+a market reference ``{"symbol": "BTC/USDT", "timeframe": "1h"}`` that the server
+answers from the latest of them. A key given twice in one object is refused (JSON
+leaves it undefined which one counts). Every problem raises :class:`PredictRequestError`
 naming the field (``rsi_14``, ``[3].symbol``, ``body``), which the API turns into a 400.
-Values are never echoed back: a body is untrusted input.
+Values are never echoed back: a body is untrusted input. :func:`openapi_document`
+describes exactly this, so a body valid by the document is answered 200.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 MARKET_KEYS = frozenset({"symbol", "timeframe"})
 JSON_CONTENT_TYPES = frozenset({"application/json", "text/json"})
+# The largest finite float, as the exact integer it is: the OpenAPI document states it so,
+# since a validator reading "1.7976931348623157e308" as a decimal would draw the line
+# elsewhere than this server, which compares JSON integers with it exactly.
+LARGEST_VALUE = int(sys.float_info.max)
+VALUE_BYTES = 64  # room one feature takes in a body: its quoted name, a number, punctuation
 
 
 class PredictRequestError(ValueError):
@@ -94,6 +102,35 @@ def _at(prefix: str, name: str) -> str:
     return f"{prefix}.{_short(name)}" if prefix else _short(name)
 
 
+class _RepeatedKeyObject(dict[str, Any]):
+    """A decoded JSON object in which ``repeated`` was given more than once."""
+
+    repeated: str
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``json.loads``'s object hook: a dict, marked when a key came twice (refused later,
+    where the field path of the object is known)."""
+    obj = dict(pairs)
+    if len(obj) == len(pairs):
+        return obj
+    marked = _RepeatedKeyObject(obj)
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            marked.repeated = key
+            break
+        seen.add(key)
+    return marked
+
+
+def list_limit(max_list_length: int, max_body_bytes: int, columns: int) -> int:
+    """Most items a list body may hold: ``max_list_length``, or fewer when
+    ``max_body_bytes`` cannot hold that many feature rows (:data:`VALUE_BYTES` a value),
+    so that the OpenAPI document never offers a list the byte limit would refuse."""
+    return max(1, min(max_list_length, max_body_bytes // (VALUE_BYTES * max(columns, 1))))
+
+
 def check_content_type(content_type: str | None) -> None:
     """A missing Content-Type is taken as JSON; anything else must be a JSON type."""
     if content_type is None:
@@ -110,10 +147,13 @@ def check_content_type(content_type: str | None) -> None:
 class PredictSchema:
     """Validates `POST /predict` bodies for one model's feature columns."""
 
-    def __init__(self, columns: Sequence[str], max_list_length: int = 1000) -> None:
+    def __init__(
+        self, columns: Sequence[str], max_list_length: int = 1000, market_references: bool = True
+    ) -> None:
         self.columns = tuple(columns)
         self._column_set = frozenset(self.columns)
         self.max_list_length = max_list_length
+        self.market_references = market_references
 
     def parse(self, body: bytes) -> PredictRequest:
         """Decode and validate a whole body."""
@@ -122,7 +162,7 @@ class PredictSchema:
         try:
             # Python's json accepts NaN/Infinity literals; they decode to floats and are
             # refused below with the field they sit in.
-            data = json.loads(body)
+            data = json.loads(body, object_pairs_hook=_object)
         except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError
             detail = exc.msg if isinstance(exc, json.JSONDecodeError) else type(exc).__name__
             raise PredictRequestError(f"body is not valid JSON: {detail}", "body") from None
@@ -149,7 +189,12 @@ class PredictSchema:
             raise PredictRequestError(
                 f"expected a JSON object, got {json_type(obj)}", prefix or "body"
             )
-        if "symbol" in obj:
+        if isinstance(obj, _RepeatedKeyObject):
+            raise PredictRequestError(
+                "the key is given more than once in this object: send each key once",
+                _at(prefix, obj.repeated),
+            )
+        if self.market_references and "symbol" in obj:
             return self._market(obj, prefix)
         return self._row(obj, prefix)
 
@@ -157,10 +202,14 @@ class PredictSchema:
         if len(obj) != len(self.columns) or obj.keys() != self._column_set:
             unknown = [key for key in obj if key not in self._column_set]
             if unknown:
+                live = (
+                    ", or send {'symbol': ..., 'timeframe': ...} for live features"
+                    if self.market_references
+                    else " (this server has no live features to answer a market with)"
+                )
                 raise PredictRequestError(
                     f"unknown feature {_listed(unknown)}: the model takes "
-                    f"{len(self.columns)} features (see GET /openapi.json), or "
-                    "send {'symbol': ..., 'timeframe': ...} for live features",
+                    f"{len(self.columns)} features (see GET /openapi.json){live}",
                     _at(prefix, unknown[0]),
                 )
             missing = [c for c in self.columns if c not in obj]
@@ -173,23 +222,21 @@ class PredictSchema:
             value = obj[column]
             kind = type(value)
             if kind is float:
-                number = value
-            elif kind is int:
-                try:
-                    number = float(value)
-                except OverflowError:
-                    number = math.inf
+                within = math.isfinite(value)
+            elif kind is int:  # exactly, not as a float: 10**400 is no float at all
+                within = abs(value) <= LARGEST_VALUE
             else:
                 raise PredictRequestError(
                     f"must be a number, got {json_type(value)}",
                     _at(prefix, column),
                 )
-            if not math.isfinite(number):
+            if not within:
                 raise PredictRequestError(
-                    "must be a finite number (NaN and Infinity are refused)",
+                    "must be a finite number (NaN, Infinity and numbers beyond "
+                    "1.8e308 are refused)",
                     _at(prefix, column),
                 )
-            values.append(number)
+            values.append(float(value))
         return FeatureRow(tuple(values))
 
     def _market(self, obj: dict[str, Any], prefix: str) -> MarketRef:
@@ -226,27 +273,41 @@ def _error_response(description: str) -> dict[str, Any]:
 
 
 def openapi_document(
-    columns: Sequence[str], model_version: str, max_list_length: int, max_body_bytes: int
+    columns: Sequence[str],
+    model_version: str,
+    max_list_length: int,
+    max_body_bytes: int,
+    market_references: bool = True,
 ) -> dict[str, Any]:
-    """OpenAPI 3.1 description of `POST /predict` for a model with these columns."""
-    item = {
-        "oneOf": [
-            {"$ref": "#/components/schemas/FeatureRow"},
-            {"$ref": "#/components/schemas/MarketRef"},
-        ]
-    }
+    """OpenAPI 3.1 description of `POST /predict` for a model with these columns; the
+    market form only where the server answers it (``market_references``)."""
+    forms = ["FeatureRow", *(["MarketRef"] if market_references else [])]
+    item = {"oneOf": [{"$ref": f"#/components/schemas/{form}"} for form in forms]}
     answer = {"$ref": "#/components/schemas/Prediction"}
+    either = "the feature values, or a market whose latest live features the engine should use"
+    send = either if market_references else "the feature values"
+    schemas = {
+        "FeatureRow": {
+            "type": "object",
+            "description": "Every feature column of the model, each a finite number.",
+            "properties": {c: FINITE_NUMBER for c in columns},
+            "required": list(columns),
+            "additionalProperties": False,
+        },
+        **({"MarketRef": MARKET_REF} if market_references else {}),
+        "Prediction": PREDICTION,
+        "Error": ERROR,
+    }
     return {
         "openapi": "3.1.0",
         "info": {
             "title": "trade-engine prediction API",
             "version": model_version,
             "description": (
-                "Next-bar direction of the model in service. Send the feature values, or "
-                "a market whose latest live features the engine should use; or a list of "
-                f"up to {max_list_length} of either. Bodies over {max_body_bytes} bytes, "
-                "bad JSON, unknown or missing features, non-numbers and NaN/Infinity are "
-                "refused with a 400 naming the field."
+                f"Next-bar direction of the model in service. Send {send}; or a list of "
+                f"up to {max_list_length} items. Bodies over {max_body_bytes} bytes, "
+                "bad JSON, repeated keys, unknown or missing features, non-numbers and "
+                "NaN/Infinity are refused with a 400 naming the field."
             ),
         },
         "paths": {
@@ -289,60 +350,50 @@ def openapi_document(
                 }
             }
         },
-        "components": {
-            "schemas": {
-                "FeatureRow": {
-                    "type": "object",
-                    "description": "Every feature column of the model, each a finite number.",
-                    "properties": {c: {"type": "number"} for c in columns},
-                    "required": list(columns),
-                    "additionalProperties": False,
-                },
-                "MarketRef": {
-                    "type": "object",
-                    "description": "Use the engine's latest live features of this market.",
-                    "properties": {
-                        "symbol": {"type": "string", "minLength": 1, "examples": ["BTC/USDT"]},
-                        "timeframe": {
-                            "type": "string",
-                            "minLength": 1,
-                            "description": "Optional when the engine has one for the symbol.",
-                            "examples": ["1h"],
-                        },
-                    },
-                    "required": ["symbol"],
-                    "additionalProperties": False,
-                },
-                "Prediction": {
-                    "type": "object",
-                    "properties": {
-                        "prediction": {"type": "integer", "enum": [0, 1]},
-                        "probability": {
-                            "type": "number",
-                            "minimum": 0,
-                            "maximum": 1,
-                            "description": "Probability that the next bar closes higher.",
-                        },
-                        "confidence": {"type": "string", "enum": ["high", "medium", "low"]},
-                        "model_version": {"type": "string", "examples": [model_version]},
-                        "symbol": {"type": "string", "description": "Market references only."},
-                        "timeframe": {"type": "string", "description": "Market references only."},
-                        "features_time": {
-                            "type": "string",
-                            "format": "date-time",
-                            "description": "Close time of the bar the live features are of.",
-                        },
-                    },
-                    "required": ["prediction", "probability", "confidence", "model_version"],
-                },
-                "Error": {
-                    "type": "object",
-                    "properties": {
-                        "error": {"type": "string"},
-                        "field": {"type": ["string", "null"]},
-                    },
-                    "required": ["error", "field"],
-                },
-            }
-        },
+        "components": {"schemas": schemas},
     }
+
+
+FINITE_NUMBER = {"type": "number", "minimum": -LARGEST_VALUE, "maximum": LARGEST_VALUE}
+MARKET_REF = {
+    "type": "object",
+    "description": "Use the engine's latest live features of this market.",
+    "properties": {
+        "symbol": {"type": "string", "minLength": 1, "examples": ["BTC/USDT"]},
+        "timeframe": {
+            "type": "string",
+            "minLength": 1,
+            "description": "Optional when the engine has one for the symbol.",
+            "examples": ["1h"],
+        },
+    },
+    "required": ["symbol"],
+    "additionalProperties": False,
+}
+PREDICTION = {
+    "type": "object",
+    "properties": {
+        "prediction": {"type": "integer", "enum": [0, 1]},
+        "probability": {
+            "type": "number",
+            "minimum": 0,
+            "maximum": 1,
+            "description": "Probability that the next bar closes higher.",
+        },
+        "confidence": {"type": "string", "enum": ["high", "medium", "low"]},
+        "model_version": {"type": "string"},
+        "symbol": {"type": "string", "description": "Market references only."},
+        "timeframe": {"type": "string", "description": "Market references only."},
+        "features_time": {
+            "type": "string",
+            "format": "date-time",
+            "description": "Close time of the bar the live features are of.",
+        },
+    },
+    "required": ["prediction", "probability", "confidence", "model_version"],
+}
+ERROR = {
+    "type": "object",
+    "properties": {"error": {"type": "string"}, "field": {"type": ["string", "null"]}},
+    "required": ["error", "field"],
+}

@@ -1,8 +1,9 @@
 """`trade-engine serve`: the prediction API alone, without market data or trading.
 
 It runs the daemon (``engine.app.run_daemon``: signals, orderly stop) with one
-component, ``prediction_api``, and the HTTP server, so `/predict` answers feature rows;
-the market form (``{"symbol": ...}``) answers 400 since nothing computes live features.
+component, ``prediction_api``, and the HTTP server, so `/predict` answers feature rows.
+Nothing computes live features here, so the market form (``{"symbol": ...}``) is off:
+`/openapi.json` does not offer it and `/predict` refuses it with a 400.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ def serve_config(args: argparse.Namespace, feature_set: str) -> dict[str, Any]:
         "models_dir": str(args.models_dir),
         "version": args.version,
         "feature_set": feature_set,
+        "market_references": False,
     }
     for option in ("max_batch_size", "max_wait_ms", "inference"):
         if getattr(args, option) is not None:

@@ -12,9 +12,10 @@ from typing import Any
 import pytest
 import yaml
 
-from engine.admin import ADMIN_DISABLED
+from engine.admin import ADMIN_DISABLED, is_loopback
 from engine.app import Engine
 from engine.config import EngineConfig, Secrets
+from engine.redaction import REDACTED
 from tests.paper_support import STRATEGY, daemon_config
 from tests.processes import EngineProcess, free_port, wait_until
 
@@ -114,6 +115,13 @@ def test_admin_routes_need_the_token_halt_resume_and_reload_and_never_show_it(mo
         assert body["risk"][0]["state"] == "ACTIVE"
         assert client.component("risk")["status"]["state"] == "ACTIVE"
 
+        # A reason holding the token (pasted by mistake): redacted wherever it is shown.
+        reason = json.dumps({"reason": f"paged, token {token}"}).encode()
+        status, body = client.call("POST", "/admin/halt", token=token, body=reason)
+        assert (status, body["risk"][0]["reason"]) == (200, f"paged, token {REDACTED}")
+        assert client.component("risk")["status"]["reason"] == f"paged, token {REDACTED}"
+        assert client.call("POST", "/admin/resume", token=token)[0] == 200
+
         # Reload: an invalid file is rejected with its field path (422), the old one runs.
         path.write_text(yaml.safe_dump({**base, "high_confidence": 1.5}))
         status, body = client.call("POST", "/admin/reload", token=token)
@@ -145,6 +153,33 @@ def test_admin_routes_need_the_token_halt_resume_and_reload_and_never_show_it(mo
     assert daemon.wait_for_log("admin.unauthorized")["path"] == "/admin/halt"
     assert token not in logged
     assert not any(token in body for body in client.bodies)
+
+
+async def test_status_needs_the_token_when_the_api_is_reachable_from_other_machines(
+    monkeypatch,
+):
+    # Binding 0.0.0.0 is not allowed here: listen on loopback, but decide as for 0.0.0.0.
+    assert not is_loopback("0.0.0.0")
+    monkeypatch.setattr("engine.api.is_loopback", lambda host: False)
+    token = f"admin-{secrets.token_hex(16)}"
+    engine = Engine(EngineConfig(api={"port": free_port()}), Secrets(admin_token=token))
+    await engine.start()
+    try:
+        assert engine.api is not None
+        client = Client(engine.api.port or 0)
+        for auth in (None, "Bearer wrong-token"):
+            status, body = await asyncio.to_thread(
+                client.call, "GET", "/status", authorization=auth
+            )
+            assert status == 401, body
+            assert "components" not in body
+        status, body = await asyncio.to_thread(client.call, "GET", "/status", token=token)
+        assert status == 200
+        assert [c["name"] for c in body["components"]] == ["api"]
+        for open_route in ("/health", "/ready", "/metrics"):  # probes and scrapes: no token
+            assert (await asyncio.to_thread(client.call, "GET", open_route))[0] == 200
+    finally:
+        await engine.stop()
 
 
 async def test_admin_routes_answer_403_when_no_token_is_set():

@@ -5,9 +5,16 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
 
+import pytest
 import structlog
 
+from engine.config import PROBLEM_CHARS, ConfigError
+from engine.config_loading import load_engine_config
 from engine.logs import configure_logging
 from engine.redaction import REDACTED, Redactor
 
@@ -70,3 +77,75 @@ def test_log_lines_and_exception_text_are_redacted_but_tx_hash_fields_kept():
     assert line["detail"] == f"{REDACTED} {REDACTED}"
     assert OTHER_KEY not in line["exception"]
     assert "hunter2" not in line["exception"]
+
+
+# -- config errors -----------------------------------------------------------------------
+
+ADMIN_TOKEN = "admin-token-pasted-in-the-wrong-field"
+HUGE = "x" * 100_000
+
+
+def config_problems(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "engine.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_engine_config(path)
+    return str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "redacted"),
+    [
+        (
+            f"api:\n  port: '{KEY}'\n  max_connections: '{ADMIN_TOKEN}'\n"
+            f"bus:\n  queue_capacity: '{OTHER_KEY}'\n",
+            3,
+        ),
+        (f"components:\n  - {{name: a, type: heartbeat, depends_on: ['{ADMIN_TOKEN}']}}\n", 1),
+    ],
+    ids=["values", "message"],
+)
+def test_a_key_or_a_secret_pasted_into_a_plain_field_is_redacted_in_config_errors(
+    tmp_path, monkeypatch, text, redacted
+):
+    monkeypatch.setenv("ENGINE_PRIVATE_KEY", KEY)
+    monkeypatch.setenv("ENGINE_ADMIN_TOKEN", ADMIN_TOKEN)
+    message = config_problems(tmp_path, text)
+    assert message.count(REDACTED) == redacted, message
+    for secret in (KEY, KEY[2:40], ADMIN_TOKEN, ADMIN_TOKEN[:20], OTHER_KEY[2:40]):
+        assert secret not in message  # not whole, and not cut short either
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        (f"api:\n  port: '{HUGE}'\n  ? '{HUGE}'\n  : 1\n", ["valid integer", "unknown field"]),
+        (f"components:\n  - {{name: a, type: heartbeat, depends_on: ['{HUGE}']}}\n", ["depends"]),
+    ],
+    ids=["value and key", "message"],
+)
+def test_values_keys_and_messages_in_config_errors_are_cut_to_a_readable_length(
+    tmp_path, text, words
+):
+    problems = config_problems(tmp_path, text).splitlines()
+    assert len(problems) == len(words)
+    for line, word in zip(problems, words, strict=True):
+        assert len(line) < len(str(tmp_path)) + PROBLEM_CHARS + 20
+        assert word in line  # what is wrong stays in view
+
+
+def test_config_check_redacts_a_pasted_key_with_the_private_key_set(tmp_path):
+    path = tmp_path / "engine.yaml"
+    path.write_text(f"api:\n  port: '{KEY}'\nname: x\nlog:\n  level: '{KEY[2:]}'\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "engine", "config", "check", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "ENGINE_PRIVATE_KEY": KEY},
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert f"{path}: api.port:" in result.stderr
+    assert result.stderr.count(REDACTED) == 2, result.stderr
+    assert KEY[2:30] not in result.stderr + result.stdout

@@ -8,13 +8,19 @@ to it over TCP like any client. Live features are published on its real bus.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.client
 import json
 import math
 import multiprocessing as mp
+import re
 import signal
+import socket
+import subprocess
+import sys
 import threading
-import urllib.request
+import time
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -33,7 +39,7 @@ from engine.events import Features
 from ml.api.prediction import PredictionApi
 from ml.confidence import confidence_level
 from ml.labels import make_dataset
-from tests.processes import EngineProcess, free_port
+from tests.processes import EngineProcess, free_port, metric_value, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -182,14 +188,6 @@ def expected_answer(server: ServerThread, row: dict[str, float]) -> dict[str, An
     }
 
 
-def metric(port: int, name: str) -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        for line in response.read().decode().splitlines():
-            if line.startswith(name + " "):
-                return float(line.rsplit(" ", 1)[1])
-    return 0.0
-
-
 def features_event(row: dict[str, float], symbol: str, timeframe: str, ts: int) -> Features:
     return Features(
         ts_event=ts, ts_init=ts, symbol=symbol, timeframe=timeframe,
@@ -275,6 +273,10 @@ def bad_bodies(row: dict[str, float]) -> list[tuple[str, bytes, dict[str, str], 
         ("-Infinity literal", json.dumps({**row, first: -math.inf}).encode(), JSON, first),
         ("1e999", json.dumps({**row, first: 123.25}).replace("123.25", "1e999").encode(), JSON,
          first),
+        ("10**400", json.dumps({**row, first: 10**400}).encode(), JSON, first),
+        ("repeated key", (good[:-1] + f', "{first}": 1.0}}').encode(), JSON, first),
+        ("repeated key in a list", f'[{good}, {good[:-1]}, "{first}": 1.0}}]'.encode(), JSON,
+         f"[1].{first}"),
         ("unknown symbol", b'{"symbol": "DOGE/USDT", "timeframe": "1h"}', JSON, "symbol"),
         ("symbol not a string", b'{"symbol": 42}', JSON, "symbol"),
         ("body over 64 KB", b"[" + b" " * 70_000 + b"]", JSON, "body"),
@@ -293,14 +295,14 @@ def bad_bodies(row: dict[str, float]) -> list[tuple[str, bytes, dict[str, str], 
 
 
 def test_every_bad_input_is_a_400_naming_the_field(server, client, rows):
-    before = metric(server.port, 'trade_engine_predict_requests_total{code="400"}')
+    before = metric_value(server.port, 'trade_engine_predict_requests_total{code="400"}')
     cases = bad_bodies(rows[0])
     for case, body, headers, field in cases:
         status, answer = client.predict(body, headers)
         assert status == 400, (case, answer)
         assert answer["field"] == field, (case, answer)
         assert answer["error"], case
-    after = metric(server.port, 'trade_engine_predict_requests_total{code="400"}')
+    after = metric_value(server.port, 'trade_engine_predict_requests_total{code="400"}')
     assert after - before == len(cases)
     status, _ = client.predict(rows[0])  # the connection and the server still serve
     assert status == 200
@@ -314,6 +316,21 @@ def test_a_chunked_body_over_the_limit_is_refused_while_streaming(server, rows):
     assert response.status == 400
     assert json.loads(response.read())["field"] == "body"
     conn.close()
+
+
+def test_a_client_that_goes_away_mid_body_is_counted_499_and_not_as_an_error(server):
+    gone = 'trade_engine_predict_requests_total{code="499"}'
+    before = metric_value(server.port, gone)
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.sendall(
+            b"POST /predict HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 1000\r\n\r\n[{"
+        )
+        time.sleep(0.1)  # the handler is reading the body
+    wait_until(lambda: metric_value(server.port, gone) == before + 1, 5, "a request counted as 499")
+    assert metric_value(server.port, 'trade_engine_http_requests_total{code="499"}') >= 1
+    for family in ("predict", "http"):
+        assert metric_value(server.port, f'trade_engine_{family}_requests_total{{code="500"}}') == 0
 
 
 def test_openapi_describes_predict_with_the_model_columns(server, client, rows):
@@ -333,8 +350,8 @@ def test_openapi_describes_predict_with_the_model_columns(server, client, rows):
 
 async def test_concurrent_requests_share_model_calls_and_get_their_own_answers(server, rows):
     one_by_one = [expected_answer(server, row)["probability"] for row in rows[:48]]
-    calls_before = metric(server.port, "trade_engine_predict_batch_rows_count")
-    rows_before = metric(server.port, "trade_engine_predict_batch_rows_sum")
+    calls_before = metric_value(server.port, "trade_engine_predict_batch_rows_count")
+    rows_before = metric_value(server.port, "trade_engine_predict_batch_rows_sum")
     url = f"http://127.0.0.1:{server.port}/predict"
     async with aiohttp.ClientSession() as session:
 
@@ -346,8 +363,8 @@ async def test_concurrent_requests_share_model_calls_and_get_their_own_answers(s
         answers = await asyncio.gather(*(post(row) for row in rows[:48]))
         async with session.get(f"http://127.0.0.1:{server.port}/health") as response:
             assert response.status == 200
-    calls = metric(server.port, "trade_engine_predict_batch_rows_count") - calls_before
-    batched_rows = metric(server.port, "trade_engine_predict_batch_rows_sum") - rows_before
+    calls = metric_value(server.port, "trade_engine_predict_batch_rows_count") - calls_before
+    batched_rows = metric_value(server.port, "trade_engine_predict_batch_rows_sum") - rows_before
     assert [a["probability"] for a in answers] == one_by_one
     assert batched_rows == 48
     assert calls < 48, f"{calls} model calls for 48 concurrent requests"
@@ -432,20 +449,29 @@ def test_ten_thousand_generated_bodies_never_get_a_5xx(server, rows):
     post()
     assert sum(seen.values()) >= 10_000
     assert seen.get(200, 0) > 500, seen  # valid rows were part of the mix
-    assert metric(server.port, 'trade_engine_predict_requests_total{code="500"}') == 0
+    assert metric_value(server.port, 'trade_engine_predict_requests_total{code="500"}') == 0
     client.conn.close()
 
 
 # -- the command -----------------------------------------------------------------------
 
 
-def test_serve_command_answers_predict_and_stops_cleanly_on_sigterm(models, rows):
+@contextlib.contextmanager
+def served(models: Path) -> Iterator[tuple[EngineProcess, int]]:
+    """`trade-engine serve` on a free loopback port, killed at the end."""
     port = free_port()
-    served = EngineProcess(
+    process = EngineProcess(
         "serve", "--models-dir", str(models), "--model", MODEL, "--port", str(port)
     )
     try:
-        served.wait_for_log("api.listening", timeout=90)
+        process.wait_for_log("api.listening", timeout=90)
+        yield process, port
+    finally:
+        process.kill()
+
+
+def test_serve_command_answers_predict_and_stops_cleanly_on_sigterm(models, rows):
+    with served(models) as (process, port):
         client = Client(port)
         status, answer = client.predict(rows[0])
         assert status == 200
@@ -453,15 +479,39 @@ def test_serve_command_answers_predict_and_stops_cleanly_on_sigterm(models, rows
         assert answer["confidence"] in ("high", "medium", "low")
         status, answer = client.predict({"symbol": "BTC/USDT", "timeframe": "1h"})
         assert (status, answer["field"]) == (400, "symbol")  # no market data in `serve`
+        # ... so its OpenAPI document does not offer the market form.
+        status, doc = client.request("GET", "/openapi.json")
+        assert status == 200
+        assert set(doc["components"]["schemas"]) == {"FeatureRow", "Prediction", "Error"}
+        assert "symbol" not in json.dumps(doc["paths"])
         status, ready = client.request("GET", "/ready")
         assert status == 200
         assert ready["ready"] is True
         client.conn.close()
-        served.send(signal.SIGTERM)
-        assert served.wait(20) == 0
-        assert served.wait_for_log("engine.stopped")["clean"] is True
-    finally:
-        served.kill()
+        process.send(signal.SIGTERM)
+        assert process.wait(20) == 0
+        assert process.wait_for_log("engine.stopped")["clean"] is True
+
+
+def test_schemathesis_finds_no_5xx_and_no_schema_violation_in_serve(models, tmp_path):
+    """Every check of schemathesis (server errors, status codes, content types, response
+    schemas, schema-valid bodies accepted, schema-violating ones refused) on
+    /openapi.json of `trade-engine serve`, with bounded examples (about 10 s)."""
+    with served(models) as (_, port):
+        result = subprocess.run(
+            [
+                sys.executable, "-m", "schemathesis.cli", "run",
+                f"http://127.0.0.1:{port}/openapi.json",
+                "--checks", "all", "--max-examples", "150", "--seed", "12",
+                "--generation-database", "none", "--no-color",
+            ],
+            cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+    summary = result.stdout[-3000:]
+    assert result.returncode == 0, summary
+    counts = re.search(r"(\d+) generated, (\d+) passed", summary)
+    assert counts is not None, summary
+    assert int(counts[1]) == int(counts[2]) > 100, summary
 
 
 def test_metrics_are_registered_while_running_and_unregistered_on_stop(models):

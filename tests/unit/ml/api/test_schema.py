@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 
 import pytest
 from hypothesis import given
@@ -16,6 +17,7 @@ from ml.api.schema import (
     PredictRequestError,
     PredictSchema,
     check_content_type,
+    list_limit,
     openapi_document,
 )
 from ml.confidence import confidence_level
@@ -79,7 +81,9 @@ def test_each_bad_item_names_its_field(body, field, words):
     assert words in error.message
 
 
-@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity", "1e999", "-1e400"])
+@pytest.mark.parametrize(
+    "literal", ["NaN", "Infinity", "-Infinity", "1e999", "-1e400", str(10**309), str(-(10**400))]
+)
 def test_non_finite_numbers_including_python_json_literals_are_refused(literal):
     body = json.dumps(ROW).replace("55.5", literal)
     error = error_of(body)
@@ -94,6 +98,36 @@ def test_bodies_that_are_not_json_are_a_body_error_not_a_crash(body):
     error = error_of(body)
     assert error.field == "body"
     assert error.to_json() == {"error": error.message, "field": "body"}
+
+
+def test_the_largest_float_is_the_line_for_integers_too_compared_exactly():
+    largest = int(sys.float_info.max)
+    for value in (largest, -largest, 10**308):
+        (item,) = SCHEMA.parse(json.dumps({**ROW, "rsi_14": value}).encode()).items
+        assert item == FeatureRow((float(value), -0.002, 3.0))
+    for value in (largest + 1, -largest - 1):
+        assert error_of(json.dumps({**ROW, "rsi_14": value})).field == "rsi_14"
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ('{"rsi_14": 1, "log_return_1": 2, "bb_width": 3, "rsi_14": 4}', "rsi_14"),
+        ('[{"symbol": "BTC/USDT", "symbol": "ETH/USDT"}]', "[0].symbol"),
+        (f'[{json.dumps(ROW)}, {{"bb_width": 1, "bb_width": 1}}]', "[1].bb_width"),
+    ],
+)
+def test_a_key_given_twice_in_an_object_is_refused_naming_it(body, field):
+    error = error_of(body)
+    assert (error.field, "more than once" in error.message) == (field, True)
+
+
+def test_without_live_features_a_market_reference_is_an_unknown_feature():
+    rows_only = PredictSchema(COLUMNS, market_references=False)
+    with pytest.raises(PredictRequestError) as info:
+        rows_only.parse(b'{"symbol": "BTC/USDT", "timeframe": "1h"}')
+    assert info.value.field == "symbol"
+    assert "no live features" in info.value.message
 
 
 def test_content_type_must_be_json_when_given():
@@ -158,6 +192,22 @@ def test_openapi_document_lists_the_model_columns_and_both_body_forms():
     assert row["additionalProperties"] is False
     assert {"200", "400", "503"} <= set(post["responses"])
     assert doc["components"]["schemas"]["MarketRef"]["required"] == ["symbol"]
+    largest = int(sys.float_info.max)  # exact, as the server compares
+    number = {"type": "number", "minimum": -largest, "maximum": largest}
+    assert row["properties"]["rsi_14"] == number
+
+
+def test_openapi_document_offers_only_rows_where_there_are_no_live_features():
+    doc = openapi_document(COLUMNS, "btc/v1", 10, 65536, market_references=False)
+    assert "MarketRef" not in doc["components"]["schemas"]
+    forms = doc["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]
+    assert "MarketRef" not in json.dumps(forms)
+
+
+def test_the_list_limit_is_what_the_byte_limit_can_hold():
+    assert list_limit(1000, 65536, columns=19) == 65536 // (64 * 19) == 53
+    assert list_limit(10, 65536, columns=19) == 10
+    assert list_limit(1000, 100, columns=19) == 1
 
 
 @pytest.mark.parametrize(
