@@ -67,7 +67,7 @@ def resolve_component_type(type_name: str) -> ComponentFactory:
             f"{entry_point.value!r} (registered as {type_name!r}) is not a component class "
             "with a pydantic 'Config' model"
         )
-    return factory  # type: ignore[no-any-return]
+    return factory  # type: ignore[return-value]
 
 
 def validate_component_settings(entry: ComponentConfig, where: tuple[int | str, ...]) -> list[str]:
