@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 import time
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -123,7 +124,8 @@ class ModelRegistry:
         model_dir = self._model_dir(name)
         model_dir.mkdir(parents=True, exist_ok=True)
         version = self._new_version(model_dir)
-        staging = model_dir / f".{version}.staging"
+        # A name of its own: a registration that died may have left its staging behind.
+        staging = model_dir / f".{version}.{uuid.uuid4().hex[:8]}.staging"
         staging.mkdir()
         shutil.move(str(predictor_dir), staging / PREDICTOR_DIR)
         full = {**metadata, "name": name, "version": version}

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from aiohttp import ClientSession, web
 from eth_account import Account
+from eth_utils import keccak
 from prometheus_client import CollectorRegistry
 from web3 import AsyncHTTPProvider, AsyncWeb3
 
@@ -150,3 +153,59 @@ async def outcome(harness: ExecutorHarness, order_id: str, within: float = 15.0)
     return await harness.recorder.wait_for(
         lambda e: isinstance(e, OrderFilled | OrderFailed) and e.order_id == order_id, within
     )
+
+
+Intercept = Callable[[str, list[Any]], Awaitable[bool]]
+
+
+def raw_tx_hash(raw_hex: str) -> str:
+    """The hash of a signed transaction, as ``eth_sendRawTransaction`` carries it."""
+    return "0x" + keccak(bytes.fromhex(raw_hex.removeprefix("0x"))).hex()
+
+
+class RpcProxy:
+    """A JSON-RPC proxy on loopback in front of a node.
+
+    ``intercept(method, params)`` sees every single (non-batch) request before it is
+    forwarded, and returns False to swallow it: the node never sees it, and the caller
+    gets no answer for ``hold_seconds`` (past its timeout), as if the request were lost.
+    """
+
+    def __init__(self, upstream: str, intercept: Intercept, hold_seconds: float = 1.0) -> None:
+        self.upstream = upstream
+        self.intercept = intercept
+        self.hold_seconds = hold_seconds
+        self.url = ""
+        self._runner: web.AppRunner | None = None
+        self._session: ClientSession | None = None
+
+    async def start(self) -> str:
+        app = web.Application()
+        app.router.add_post("/", self._forward)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._session = ClientSession()
+        self.url = f"http://127.0.0.1:{port}"
+        return self.url
+
+    async def stop(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _forward(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        message = await request.json()
+        if isinstance(message, dict) and not await self.intercept(
+            message["method"], message.get("params") or []
+        ):
+            await asyncio.sleep(self.hold_seconds)
+            return web.Response(status=502)
+        assert self._session is not None
+        headers = {"Content-Type": "application/json"}
+        async with self._session.post(self.upstream, data=body, headers=headers) as reply:
+            return web.Response(body=await reply.read(), content_type="application/json")

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from adapters.replay.market_data import SAMPLES_DIR
@@ -14,6 +15,7 @@ from engine.cli import main
 from ml.pipeline import train_and_register
 from ml.registry import ModelRegistry
 from ml.training import TrainSettings
+from research.runs import read_run
 from tests.paper_support import MODEL
 
 pytestmark = pytest.mark.integration
@@ -60,6 +62,22 @@ def test_walkforward_writes_every_figure_a_report_and_counts_a_trial(walkforward
     assert "| figure | model | buy & hold | always up |" in done.stdout
     ledger = (research / "trials.jsonl").read_text().splitlines()
     assert any(json.loads(line)["kind"] == "walkforward" for line in ledger)
+
+
+def assert_each_bar_earns_the_next_bars_return(run_dir) -> None:
+    """A run's per-bar returns are close t -> close t+1 (what a position taken at close t
+    earns), never the bar's own move: the seed's look-ahead bug."""
+    _, bars = read_run(run_dir)
+    assert bars is not None
+    close = read_candles(DATA)[0]["close"].astype(float)
+    next_bar = (close.shift(-1) / close - 1.0).loc[bars.index]
+    np.testing.assert_allclose(bars["asset_return"], next_bar, rtol=1e-12)
+    assert (bars["label"] == (bars["asset_return"] > 0)).all()
+
+
+def test_walkforward_backtests_each_out_of_sample_bar_on_the_next_bars_return(walkforward_run):
+    run_dir, _ = walkforward_run
+    assert_each_bar_earns_the_next_bars_return(run_dir)
 
 
 def test_block_bootstrap_montecarlo_reads_the_walkforward_run(walkforward_run, research, capsys):
@@ -122,6 +140,7 @@ def test_backtest_of_a_registered_model_out_of_sample_beside_its_baselines(
     after = (research / "trials.jsonl").read_text().splitlines()
     assert len(after) == before + 1
     assert result["deflated_sharpe"]["n_trials"] == len(after)  # same data file for all
+    assert_each_bar_earns_the_next_bars_return(out)
 
 
 def test_backtest_refuses_a_model_of_another_timeframe_unless_allowed(

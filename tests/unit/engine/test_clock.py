@@ -89,6 +89,25 @@ async def test_live_clock_timer_fires_on_schedule_and_can_be_cancelled():
     assert all(b - a == 20 * MS for a, b in itertools.pairwise(due))
 
 
+async def test_live_clock_skips_firings_missed_while_the_loop_was_blocked():
+    clock = LiveClock()
+    fired: list[TimerFired] = []
+    clock.set_timer("t", 20 * MS, fired.append)
+    await asyncio.sleep(0.05)
+    before = len(fired)
+    time.sleep(0.3)  # noqa: ASYNC251 -- blocking the loop for 15 intervals is the point
+    unblocked_ns = time.time_ns()
+    await asyncio.sleep(0.05)  # a burst of catch-up calls would all have run by now
+    clock.cancel_timer("t")
+    missed = [f for f in fired[before:] if f.scheduled_ns < unblocked_ns]
+    # The late one and the last one due, not 15 in a row.
+    assert 1 <= len(missed) <= 2
+    due = [f.scheduled_ns for f in fired]
+    gaps = [b - a for a, b in itertools.pairwise(due)]
+    assert all(gap % (20 * MS) == 0 for gap in gaps)  # still on its own schedule
+    assert max(gaps) >= 13 * 20 * MS  # the ones in between were skipped, not fired
+
+
 async def test_live_clock_sleep_until_waits_for_the_wall_clock():
     clock = LiveClock()
     target = clock.timestamp_ns() + 30 * MS

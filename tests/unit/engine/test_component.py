@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily
@@ -24,12 +27,15 @@ from tests.factories import bar, heartbeat
 
 
 class Recorder(Component):
-    def __init__(self, name, bus, log, depends_on=(), fail_start=False, fail_stop=False):
+    def __init__(
+        self, name, bus, log, depends_on=(), fail_start=False, fail_stop=False, hang_stop=False
+    ):
         context = ComponentContext(bus, SimulatedClock(), CollectorRegistry(), Secrets())
         super().__init__(name, None, context, depends_on)
         self.calls = log
         self.fail_start = fail_start
         self.fail_stop = fail_stop
+        self.hang_stop = hang_stop
 
     async def on_start(self) -> None:
         self.calls.append(f"start:{self.name}")
@@ -43,6 +49,8 @@ class Recorder(Component):
         self.calls.append(f"stop:{self.name}")
         if self.fail_stop:
             raise RuntimeError("stuck")
+        if self.hang_stop:
+            await asyncio.Event().wait()  # e.g. a read that never returns
 
 
 async def test_lifecycle_publishes_every_transition():
@@ -138,6 +146,27 @@ async def test_graph_stop_goes_on_when_one_component_fails_to_stop():
     assert calls[-2:] == ["stop:b", "stop:a"]
     assert graph.get("b").state is ComponentState.FAULTED
     assert graph.get("a").state is ComponentState.STOPPED
+
+
+async def test_a_component_that_does_not_stop_in_time_is_faulted_and_the_rest_stop():
+    bus, calls = EventBus(), []
+    graph = ComponentGraph(
+        [
+            Recorder("a", bus, calls),
+            Recorder("b", bus, calls, depends_on=("a",), hang_stop=True),
+            Recorder("c", bus, calls, depends_on=("b",)),
+        ]
+    )
+    await graph.start()
+    started = time.monotonic()
+    await asyncio.wait_for(graph.stop(timeout_per_component=0.1), 5)
+    assert time.monotonic() - started < 1.0
+    assert calls[-3:] == ["stop:c", "stop:b", "stop:a"]
+    hung = graph.get("b").health()
+    assert hung.state is ComponentState.FAULTED
+    assert hung.reason == "did not stop within 0.1s"
+    assert graph.get("a").state is ComponentState.STOPPED
+    assert graph.get("c").state is ComponentState.STOPPED
 
 
 def test_dependency_cycles_and_unknown_dependencies_are_named():

@@ -222,6 +222,30 @@ async def test_approved_but_unfilled_orders_count_against_the_free_balance():
     assert isinstance(rig.signal("BUY"), OrderRequest)  # its 1,000 is free again
 
 
+async def test_pending_buys_count_against_max_position_with_what_is_held():
+    # No executor: approved orders stay pending until this test fills or fails them.
+    rig = await Rig(
+        {"order_notional_quote": 1_000, "max_position_base": 1.2}, balances={"USDC": 10_000}
+    ).start()
+    rig.bar(2_000.0)  # each BUY expects 0.5 WETH
+    first, second = rig.signal("BUY"), rig.signal("BUY")
+    assert isinstance(first, OrderRequest)
+    assert isinstance(second, OrderRequest)
+    third = rig.signal("BUY")  # nothing held: 1.0 pending + 0.5 > 1.2
+    assert reason(third) == "MAX_POSITION"
+    assert "1.5" in third.detail
+    now = rig.clock.timestamp_ns()
+    rig.bus.publish_nowait(
+        factories.fill("BUY", 1_000 * USDC, ETH // 2, 2_000.0, ts=now, order_id=first.order_id)
+    )
+    assert rig.portfolio.balance("WETH") == ETH // 2
+    assert reason(rig.signal("BUY")) == "MAX_POSITION"  # 0.5 held + 0.5 pending + 0.5
+    rig.bus.publish_nowait(
+        OrderFailed(ts_event=now, ts_init=now, order_id=second.order_id, reason="X")
+    )
+    assert isinstance(rig.signal("BUY"), OrderRequest)  # 0.5 held + 0.5: within the limit
+
+
 # -- one test per check ----------------------------------------------------------------
 
 

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import textwrap
 
 import pytest
 
 from ml.registry import ModelRegistry, RegistryError
 from ml.serving import TimeframeMismatchError, check_timeframe
+from tests.paths import ROOT
 
 META = {
     "feature_set": "seed",
@@ -95,3 +100,31 @@ def test_a_model_is_refused_on_another_timeframe_unless_allowed(tmp_path):
     )
     warning = check_timeframe(hourly, "1d", allow=True, override=override)
     assert warning == f"model btc/{hourly.version} was trained on 1h bars, but the data is 1d"
+
+
+def test_a_registration_killed_while_writing_is_never_visible(tmp_path):
+    registry = ModelRegistry(tmp_path / "models")
+    kept = add_version(registry, tmp_path, 1)
+    predictor = tmp_path / "predictor-2"
+    predictor.mkdir()
+    (predictor / "predictor.pkl").write_bytes(b"x")
+    # The process may write 4 KiB per file: the kernel kills it (SIGXFSZ) part-way
+    # through metadata.json, as a crash or a full disk would.
+    script = textwrap.dedent(
+        f"""
+        import resource, signal
+        from ml.registry import ModelRegistry
+        meta = {{**{META!r}, "notes": "x" * 100_000}}
+        signal.signal(signal.SIGXFSZ, signal.SIG_DFL)  # Python ignores it: die, no cleanup
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+        ModelRegistry({str(registry.root)!r}).add("btc", {str(predictor)!r}, meta)
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, timeout=60)
+    assert done.returncode == -signal.SIGXFSZ, done.stderr.decode()
+    assert not predictor.exists()  # it got as far as moving the predictor in
+
+    assert [v.version for v in registry.versions("btc")] == [kept]
+    assert registry.current("btc").version == kept
+    later = add_version(registry, tmp_path, 3)
+    assert [v.version for v in registry.versions("btc")] == [kept, later]

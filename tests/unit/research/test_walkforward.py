@@ -62,6 +62,17 @@ def test_purged_folds_leave_no_train_label_overlapping_the_test_window(shape):
     assert previous_end == len(rows)  # every bar after the first window is tested once
 
 
+def test_each_bar_earns_the_return_to_the_next_close_never_its_own(dataset, daily):
+    """The returns walk-forward backtests with: the seed's look-ahead bug fed each bar's
+    own move (close t-1 -> t) to a position taken at close t."""
+    close = daily["close"].astype(float)
+    rows = dataset.features.index
+    next_bar = (close.shift(-1) / close - 1.0).loc[rows]
+    pd.testing.assert_series_equal(dataset.asset_returns, next_bar, check_names=False)
+    # The label is the direction of exactly the return the position earns.
+    assert ((dataset.asset_returns > 0).astype(int) == dataset.labels).all()
+
+
 def test_seed_shape_on_the_daily_sample_gives_89_folds_of_252_rows(dataset):
     folds = make_folds(dataset.features.index.to_numpy(), 252, 30)
     assert len(folds) == 89

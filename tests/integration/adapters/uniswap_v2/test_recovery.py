@@ -4,8 +4,12 @@ and restarts that must settle what an earlier process sent, exactly once."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+from pathlib import Path
+from typing import Any
 
 import pytest
+from eth_account import Account
 from prometheus_client import CollectorRegistry
 
 from adapters.evm.anvil import rpc_call
@@ -15,17 +19,19 @@ from engine.bus import EventBus
 from engine.clock import LiveClock, SimulatedClock
 from engine.component import ComponentContext
 from engine.config import Secrets
-from engine.events import OrderFailed, OrderFilled, OrderSubmitted
+from engine.events import OrderFailed, OrderFilled, OrderSubmitted, from_json
 from engine.journal import RUN_EVENT_TYPES, Journal, JournalConfig, JournalReader
 from tests.chain_helpers import (
     TOKEN,
     Chain,
     ExecutorHarness,
     Recorder,
+    RpcProxy,
     executor_config,
     new_trader,
     order,
     outcome,
+    raw_tx_hash,
 )
 
 pytest_plugins = ["tests.chain_fixtures"]
@@ -448,3 +454,132 @@ async def test_a_dead_node_degrades_the_executor_within_two_health_check_interva
     finally:
         if outage == "frozen":
             own_chain.anvil.resume()
+
+
+def journalled_submissions(path: Path) -> set[str]:
+    """Tx hashes of the OrderSubmitted rows committed to the journal, read as another
+    process would: a read-only connection of its own."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        rows = conn.execute("SELECT body FROM events WHERE type = 'OrderSubmitted'").fetchall()
+    finally:
+        conn.close()
+    return {from_json(body).venue_order_id for (body,) in rows}
+
+
+async def test_a_swap_is_committed_to_the_journal_before_the_node_receives_it(
+    own_chain, make_executor, tmp_path
+):
+    """Write-ahead: at the instant a signed swap reaches the node, its OrderSubmitted is
+    already on disk, so a crash at any point leaves no swap the journal does not know."""
+    trader = await new_trader(own_chain)
+    journal_path = tmp_path / "journal.sqlite"
+    on_disk_when_sent: dict[str, bool] = {}
+
+    async def check_journal(method: str, params: list[Any]) -> bool:
+        if method == "eth_sendRawTransaction":
+            tx_hash = raw_tx_hash(params[0])
+            on_disk_when_sent[tx_hash] = tx_hash in journalled_submissions(journal_path)
+        return True
+
+    proxy = RpcProxy(own_chain.url, check_journal)
+    bus = EventBus()
+    context = ComponentContext(bus, LiveClock(), CollectorRegistry(), Secrets())
+    journal = Journal("journal", JournalConfig(path=str(journal_path)), context)
+    await journal.start()  # subscribed first, as in the engine
+    try:
+        harness = await make_executor(own_chain, trader, bus=bus, rpc_url=await proxy.start())
+        requests = [order("BUY", 10 * TOKEN), order("SELL", TOKEN // 10)]
+        for request in requests:
+            await bus.publish(request)
+            assert isinstance(await outcome(harness, request.order_id), OrderFilled)
+    finally:
+        await journal.stop()
+        await proxy.stop()
+    swaps = {e.venue_order_id: e.order_id for e in harness.recorder.of(OrderSubmitted)}
+    assert sorted(swaps.values()) == sorted(r.order_id for r in requests)
+    assert {tx: on_disk_when_sent[tx] for tx in swaps} == dict.fromkeys(swaps, True)
+
+
+async def test_reconcile_fails_a_journalled_swap_the_node_never_got_as_not_sent(
+    own_chain, make_executor
+):
+    """The process journalled a signed swap and died before sending it: its nonce is free
+    and the node does not hold it, so it can never be mined; the next order uses the nonce."""
+    trader = await new_trader(own_chain)
+    harness = await make_executor(own_chain, trader)
+    await warm_up(harness)
+    nonce = int(rpc_call(own_chain.url, "eth_getTransactionCount", [trader.address, "pending"]), 16)
+    d = own_chain.deployment
+    never_sent = Account.sign_transaction(
+        {"type": 2, "chainId": d.chain_id, "nonce": nonce, "to": d.router, "data": "0x",
+         "value": 0, "gas": 200_000, "maxFeePerGas": 10**10, "maxPriorityFeePerGas": 10**9},
+        trader.private_key,
+    )  # fmt: skip
+    record = SubmittedRecord("died-before-send", "0x" + bytes(never_sent.hash).hex(), nonce)
+
+    assert await harness.executor.reconcile([record]) == {record.order_id: OrderStatus.FAILED}
+    failed = harness.recorder.of(OrderFailed)[-1]
+    assert (failed.order_id, failed.reason) == (record.order_id, "NOT_SENT")
+    assert f"nonce {nonce}" in failed.detail
+    request = order("BUY", TOKEN)
+    await harness.bus.publish(request)
+    assert isinstance(await outcome(harness, request.order_id), OrderFilled)
+    submitted = [e for e in harness.recorder.of(OrderSubmitted) if e.order_id == request.order_id]
+    assert [e.nonce for e in submitted] == [nonce]
+
+
+async def test_a_send_lost_on_the_way_is_rebroadcast_byte_for_byte_and_fills_once(
+    own_chain, make_executor
+):
+    """The first send of a swap never reaches the node (the request is lost and times
+    out): the order waits PENDING, the same signed bytes are sent again, and it fills."""
+    trader = await new_trader(own_chain)
+    sent_raw: list[str] = []
+    lose_next_send = asyncio.Event()
+
+    async def lose_one_send(method: str, params: list[Any]) -> bool:
+        if method != "eth_sendRawTransaction":
+            return True
+        sent_raw.append(params[0])
+        if lose_next_send.is_set():
+            lose_next_send.clear()
+            return False
+        return True
+
+    proxy = RpcProxy(own_chain.url, lose_one_send)
+    try:
+        harness = await make_executor(
+            own_chain,
+            trader,
+            rpc_url=await proxy.start(),
+            rpc_timeout_seconds=0.3,
+            receipt_timeout_seconds=0.5,
+            pending_poll_seconds=0.2,
+            replace_after_seconds=0,
+        )
+        await warm_up(harness)
+        nonce_before = int(
+            rpc_call(own_chain.url, "eth_getTransactionCount", [trader.address, "latest"]), 16
+        )
+        sent_raw.clear()
+        lose_next_send.set()
+        request = order("BUY", 10 * TOKEN)
+        await harness.bus.publish(request)
+        filled = await outcome(harness, request.order_id)
+        await asyncio.sleep(0.3)  # a duplicate would show by now
+    finally:
+        await proxy.stop()
+    assert isinstance(filled, OrderFilled)
+    assert len(sent_raw) == 2
+    assert sent_raw[0] == sent_raw[1]  # the very same signed transaction
+    assert filled.venue_order_id == raw_tx_hash(sent_raw[0])
+    submitted = [e for e in harness.recorder.of(OrderSubmitted) if e.order_id == request.order_id]
+    assert [e.venue_order_id for e in submitted] == [filled.venue_order_id]
+    assert [e for e in harness.recorder.of(OrderFilled) if e.order_id == request.order_id] == [
+        filled
+    ]
+    nonce_after = int(
+        rpc_call(own_chain.url, "eth_getTransactionCount", [trader.address, "latest"]), 16
+    )
+    assert nonce_after == nonce_before + 1
