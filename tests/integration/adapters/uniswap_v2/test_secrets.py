@@ -1,10 +1,13 @@
-"""The signing key never shows: not in logs (even unredacted), events, reprs or errors."""
+"""The signing key never shows: not in logs (even unredacted), events, reprs or errors;
+and with redaction on, not even when code logs it."""
 
 from __future__ import annotations
 
 import io
 import json
 import logging
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 import pytest
 import structlog
@@ -30,18 +33,27 @@ def forms(private_key: str) -> list[str]:
     return [bare, bare[:32], bare[32:]]  # compared case-insensitively
 
 
-@pytest.fixture
-def log_output():
-    """Debug-level JSON logs of everything (web3 included) with NO secret redaction,
-    so the test sees whatever the code itself would leak."""
+@contextmanager
+def captured_logs(secrets: Iterable[str] | None) -> Iterator[io.StringIO]:
+    """Debug-level JSON logs of everything (web3 and stdlib loggers included), redacting
+    ``secrets`` as the daemon does (None: no redaction at all)."""
     root = logging.getLogger()
     saved = (root.handlers[:], root.level)
-    configure_logging(level="debug", fmt="json", secrets=None)
+    configure_logging(level="debug", fmt="json", secrets=secrets)
     buffer = io.StringIO()
     root.handlers[0].setStream(buffer)  # type: ignore[attr-defined]
-    yield buffer
-    root.handlers[:], root.level = saved
-    structlog.reset_defaults()
+    try:
+        yield buffer
+    finally:
+        root.handlers[:], root.level = saved
+        structlog.reset_defaults()
+
+
+@pytest.fixture
+def log_output():
+    """Logs with NO secret redaction, so the test sees whatever the code itself would leak."""
+    with captured_logs(None) as buffer:
+        yield buffer
 
 
 async def test_a_run_of_fills_and_failures_never_shows_the_private_key(
@@ -88,6 +100,33 @@ async def test_a_run_of_fills_and_failures_never_shows_the_private_key(
     for where, text in surfaces.items():
         for form in forms(trader.private_key):
             assert form.lower() not in text.lower(), f"key found in {where}"
+
+
+async def test_with_redaction_on_secrets_logged_by_careless_code_never_reach_the_output(
+    chain, make_executor
+):
+    trader = await new_trader(chain, base=TOKEN)
+    admin_token = "admin-token-for-the-redaction-test"
+    environment = {"ENGINE_PRIVATE_KEY": trader.private_key, "ENGINE_ADMIN_TOKEN": admin_token}
+    bare_key = trader.private_key.removeprefix("0x")  # not key-shaped: only known values catch it
+    with captured_logs(Secrets.from_env(environment).values()) as output:  # as `run` does
+        harness = await make_executor(chain, trader)
+        for request in (order("BUY", 10 * TOKEN), order("SELL", 50 * TOKEN)):
+            await harness.bus.publish(request)
+            await outcome(harness, request.order_id)
+        careless = structlog.get_logger("test.careless")
+        try:
+            raise RuntimeError(f"cannot sign with {trader.private_key} ({bare_key})")
+        except RuntimeError:
+            careless.exception("careless.exception", detail=f"token={admin_token}")
+        careless.warning("careless.fields", key=bare_key, nested={"keys": [trader.private_key]})
+        logging.getLogger("some.library").warning("auth %s key %s", admin_token, bare_key)
+    logs = output.getvalue()
+    for event in ("order.failed", "careless.exception", "careless.fields", '"some.library"'):
+        assert event in logs  # the careless lines were written...
+    for what, secret in (("private key", bare_key), ("admin token", admin_token)):
+        assert secret.lower() not in logs.lower(), f"the {what} is in the logs"
+    assert "auth [REDACTED] key [REDACTED]" in logs  # ...redacted
 
 
 def test_an_invalid_private_key_is_not_echoed_in_the_error():
