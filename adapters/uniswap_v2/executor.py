@@ -152,6 +152,11 @@ class UniswapV2Executor(Component):
                 failed_polls=lambda: self.receipts.failed_polls,
             )
         )
+        if self._chain is not None:
+            # The local chain's fresh account approves the router for both tokens now: a
+            # first order waiting for its approval would trade a pool the replay has moved on.
+            for token in (s.base_token, s.quote_token):
+                await self.approvals.ensure(token)
         if s.journal_path is not None:
             await self._reconcile_from_journal(Path(s.journal_path))
         self.subscribe(OrderRequest, self._on_order_request, name=f"{self.name}.orders")
