@@ -153,7 +153,17 @@ class HttpApi(Component):
         resumed = self._admin.resume()
         if not resumed:
             return web.json_response({"error": "no risk manager in this engine"}, status=404)
-        log.warning("admin.resume", remote=request.remote)
+        refused = [state["name"] for state in resumed if not state["resumed"]]
+        log.warning("admin.resume", remote=request.remote, refused=refused)
+        if refused:  # a critical subscriber (the journal) still fails: nothing changed
+            return self._json(
+                {
+                    "error": "resume refused: a critical component still fails; "
+                    "see the reason, fix it, then resume again",
+                    "risk": resumed,
+                },
+                status=409,
+            )
         return self._json({"risk": resumed})
 
     async def _post_reload(self, request: web.Request) -> web.Response:

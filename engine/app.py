@@ -106,9 +106,12 @@ class Engine:
         return [self._risk_state(risk) for risk in self._risk_managers()]
 
     def resume(self) -> list[dict[str, Any]]:
+        """Resume every risk manager; each state says ``resumed: false`` if it refused."""
+        states = []
         for risk in self._risk_managers():
-            risk.resume()
-        return [self._risk_state(risk) for risk in self._risk_managers()]
+            resumed = risk.resume()
+            states.append({**self._risk_state(risk), "resumed": resumed})
+        return states
 
     @staticmethod
     def _risk_state(risk: Haltable) -> dict[str, Any]:

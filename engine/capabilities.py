@@ -24,7 +24,9 @@ class Haltable(Protocol):
 
     def halt(self, reason: str = ...) -> None: ...
 
-    def resume(self) -> None: ...
+    def resume(self) -> bool:
+        """Back to trading; False when refused (the state is kept)."""
+        ...
 
 
 @runtime_checkable

@@ -174,10 +174,11 @@ class RiskManager(Component):
 
     # -- operator controls ---------------------------------------------------------------
 
-    def resume(self) -> None:
+    def resume(self) -> bool:
         """Back to ACTIVE; drawdown and the day's loss are measured from equity now.
 
-        Refused (logged, the state kept) while a critical subscriber is failing."""
+        Refused (logged, the state kept, False returned) while a critical subscriber is
+        failing."""
         if self._failing:
             self.log.warning(
                 "risk.resume_refused",
@@ -186,10 +187,11 @@ class RiskManager(Component):
                 detail="a critical bus subscriber still fails: fix it (free disk space for "
                 "the journal) first",
             )
-            return
+            return False
         equity = self.portfolio.equity_quote
         self._hwm = self._day_start_equity = self._last_equity = equity
         self._set_state(RiskState.ACTIVE, "resumed by operator")
+        return True
 
     def reduce_only(self, reason: str = "operator") -> None:
         """Allow only position-reducing orders until :meth:`resume` (no effect if HALTED)."""

@@ -38,6 +38,19 @@ def get(port: int, path: str) -> tuple[int, Any]:
         return err.code, json.loads(err.read())
 
 
+def post(port: int, path: str, token: str) -> tuple[int, Any]:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}",
+        method="POST",
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=5) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
 def status(port: int) -> tuple[int, dict[str, Any]]:
     """The bus sequence and the risk manager's status."""
     _, body = get(port, "/status")
@@ -73,7 +86,8 @@ def test_a_journal_that_cannot_write_halts_trading_and_a_restart_catches_up(mode
         models, tmp_path, watch=False, end=END, bars_per_second=BARS_PER_SECOND
     )
     port = config_port(config)
-    daemon = EngineProcess("run", "--config", str(config))
+    token = "journal-failure-admin-token"
+    daemon = EngineProcess("run", "--config", str(config), env={"ENGINE_ADMIN_TOKEN": token})
     try:
         wait_until(lambda: fills_journalled(journal), 30, "a first fill in the journal")
         # As on a full disk: no file of the daemon may grow past one byte from now on.
@@ -98,6 +112,12 @@ def test_a_journal_that_cannot_write_halts_trading_and_a_restart_catches_up(mode
         assert later_sequence > sequence + 50
         assert later_risk == risk  # nothing approved, not even a signal seen
         assert journal_rows(journal) == journalled  # and nothing written
+        # An operator's resume is refused while the journal still fails: 409, still HALTED.
+        code, body = post(port, "/admin/resume", token)
+        assert code == 409, body
+        assert body["risk"][0]["state"] == "HALTED"
+        assert body["risk"][0]["resumed"] is False
+        assert status(port)[1]["state"] == "HALTED"
         orders_written = [r for r in journalled if r[1] == "OrderRequest"]
         withheld = [r for r in daemon.records() if r.get("event") == "risk.order_withheld"]
         assert sum(risk["approved"].values()) == len(orders_written) + len(withheld)
