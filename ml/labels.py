@@ -14,6 +14,11 @@ from ml.features import compute, get_feature_set
 LABEL_COLUMN = "target"
 
 
+def went_up(reference_close: float, close: float) -> int:
+    """The label rule for one pair of closes: 1 if ``close`` is strictly higher."""
+    return int(close > reference_close)
+
+
 def next_bar_direction(frame: pd.DataFrame, horizon: int = 1) -> pd.Series:
     """Direction of the close ``horizon`` bars ahead; ``<NA>`` where there is no future."""
     if horizon < 1:

@@ -28,6 +28,7 @@ from pydantic import Field
 from engine.component import Component, ComponentContext
 from engine.config import StrictModel
 from engine.events import Bar, Confidence, Signal
+from ml.labels import went_up
 
 METRIC_PREFIX = "trade_engine_model"
 CONFIDENCES: tuple[Confidence, ...] = ("high", "medium", "low")
@@ -134,7 +135,7 @@ class ModelMonitor(Component):
             waiting = score.pending.pop(bar.symbol, None)
             if waiting is None or waiting.ts_event >= bar.ts_event:
                 continue
-            correct = waiting.prediction == int(bar.close > waiting.reference_close)
+            correct = waiting.prediction == went_up(waiting.reference_close, bar.close)
             score.window.append(correct)
             score.scored_total += 1
 

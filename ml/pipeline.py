@@ -75,8 +75,9 @@ def train_and_register(
     train, tuning = time_ordered_split(features, labels, settings.tuning_fraction, settings.horizon)
     source = data_description.get("path") or "the data"
     check_label_classes(train[LABEL_COLUMN], f"{source}: the {len(train)} training rows")
-    registry.root.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=registry.root, prefix=".train-") as work:
+    # In the model's directory (hidden): a training killed half-way leaves a leftover
+    # that ModelRegistry.remove_incomplete finds.
+    with tempfile.TemporaryDirectory(dir=registry.model_dir(name), prefix=".train-") as work:
         work_dir = Path(work)
         predictor = fit_predictor(
             train,

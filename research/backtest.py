@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from engine.amm import FEE_BPS, value_kept
+from ml.pnl import net_returns
 from research import metrics
 
 Z95 = 1.959963984540054
@@ -86,11 +87,11 @@ def simulate_equity(
     asset_returns = np.asarray(asset_returns, dtype=float)
     if not np.isfinite(asset_returns).all():
         raise ValueError("asset returns must be finite (drop bars without a next close)")
-    change = np.abs(np.diff(positions, prepend=0.0))
-    growth = 1.0 + positions * asset_returns
     if rule.gas == 0 and rule.pool_depth_quote is None:
-        equity = np.cumprod((1.0 - rule.fee * change) * growth)
+        equity = np.cumprod(1.0 + net_returns(positions, asset_returns, rule.fee))
     else:  # costs that depend on the equity reached: step through the bars
+        change = np.abs(np.diff(positions, prepend=0.0))
+        growth = 1.0 + positions * asset_returns
         gas = rule.gas / rule.initial_capital
         equity = np.empty_like(growth)
         value = 1.0

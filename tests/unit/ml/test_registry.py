@@ -45,14 +45,67 @@ def test_promote_and_rollback_walk_the_history(tmp_path):
     v2 = add_version(registry, tmp_path, 2)
     v3 = add_version(registry, tmp_path, 3, promote=False)
     assert registry.current("btc").version == v2
-    registry.promote("btc", v3)
+    assert registry.aliases("btc") == {"champion": v2, "previous": v1}
+    registry.set_challenger("btc", v3, "retrained")
+    registry.promote("btc", v3, reason="beat the champion")
+    assert registry.aliases("btc") == {"champion": v3, "previous": v2}  # challenger cleared
     assert registry.rollback("btc").version == v2
+    assert registry.aliases("btc") == {"champion": v2, "previous": v1}
     assert registry.rollback("btc").version == v1
+    assert registry.aliases("btc") == {"champion": v1}
     with pytest.raises(RegistryError, match="no earlier version"):
         registry.rollback("btc")
-    assert [p["kind"] for p in registry.promotions("btc")] == [
-        "promote", "promote", "promote", "rollback", "rollback",
+    assert [c.kind for c in registry.history("btc")] == [
+        "promote", "promote", "register", "promote", "rollback", "rollback",
     ]  # fmt: skip
+    periods = [(p.version, p.end is None) for p in registry.champion_periods("btc")]
+    assert periods == [(v1, False), (v2, False), (v3, False), (v2, False), (v1, True)]
+    assert registry.champion_periods("btc")[2].start.reason == "beat the champion"
+
+
+def test_an_alias_never_points_at_a_missing_version_and_a_torn_line_is_ignored(tmp_path):
+    registry = ModelRegistry(tmp_path / "models")
+    v1 = add_version(registry, tmp_path, 1)
+    with pytest.raises(RegistryError, match="has no version 'gone'"):
+        registry.set_challenger("btc", "gone", "x")
+    history = tmp_path / "models" / "btc" / "aliases.jsonl"
+    with history.open("a") as f:
+        f.write('{"seq": 2, "kind": "promote", "aliases": {"champ')  # killed mid-write
+    assert registry.aliases("btc") == {"champion": v1}
+    v2 = add_version(registry, tmp_path, 2)  # the next change still appends whole lines
+    assert registry.aliases("btc") == {"champion": v2, "previous": v1}
+
+
+def test_purge_keeps_the_newest_and_every_aliased_version(tmp_path):
+    registry = ModelRegistry(tmp_path / "models")
+    versions = [add_version(registry, tmp_path, n, promote=n in (1, 2)) for n in range(1, 8)]
+    registry.set_challenger("btc", versions[3], "in shadow")
+    removed = registry.purge("btc", keep=2)
+    assert removed == [versions[2], versions[4]]  # not v1/v2 (aliased), v4 (challenger)
+    left = [v.version for v in registry.versions("btc")]
+    assert left == [versions[0], versions[1], versions[3], versions[5], versions[6]]
+    assert not registry.incomplete("btc")
+
+
+def test_leftovers_of_a_killed_registration_are_found_and_removed(tmp_path):
+    registry = ModelRegistry(tmp_path / "models")
+    add_version(registry, tmp_path, 1)
+    model_dir = tmp_path / "models" / "btc"
+    (model_dir / ".20260101T000000Z.abcd1234.staging").mkdir()
+    (model_dir / ".train-xyz").mkdir()
+    assert len(registry.incomplete("btc")) == 2
+    assert [v.version for v in registry.versions("btc")] == [registry.current("btc").version]
+    registry.remove_incomplete("btc")
+    assert not registry.incomplete("btc")
+
+
+def test_a_registry_with_a_current_file_reads_it_as_the_champion(tmp_path):
+    registry = ModelRegistry(tmp_path / "models")
+    v1 = add_version(registry, tmp_path, 1, promote=False)
+    (tmp_path / "models" / "btc" / "CURRENT").write_text(v1 + "\n")
+    assert registry.current("btc").version == v1
+    v2 = add_version(registry, tmp_path, 2)
+    assert registry.aliases("btc") == {"champion": v2, "previous": v1}
 
 
 def test_unknown_versions_names_and_corrupt_metadata_are_clear_errors(tmp_path):
