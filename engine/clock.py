@@ -57,11 +57,36 @@ class _Timer:
         return self.stop_ns is None or self.next_ns <= self.stop_ns
 
 
+class ClockHold:
+    """A component's request that simulated time wait for it (see :meth:`Clock.hold`)."""
+
+    def __init__(self, clock: Clock, reason: str) -> None:
+        self.clock = clock
+        self.reason = reason
+        self.released = False
+
+    def release(self) -> None:
+        """Let time move again (idempotent)."""
+        if not self.released:
+            self.released = True
+            self.clock._released(self)
+
+
 class Clock(ABC):
     """Time source shared by every component of one engine."""
 
     def __init__(self) -> None:
         self._timers: dict[str, _Timer] = {}
+
+    def hold(self, reason: str) -> ClockHold:
+        """Ask time to wait while work that is instant in the model of the world runs
+        (a retraining decided at a bar: in a replay its result is in force from the next
+        bar, however long it takes). Simulated time does not advance until every hold is
+        released; the wall clock moves on regardless. Release it in a ``finally``."""
+        return ClockHold(self, reason)
+
+    def _released(self, hold: ClockHold) -> None:  # noqa: B027  (the wall clock: nothing)
+        """A hold was released."""
 
     @abstractmethod
     def timestamp_ns(self) -> int:
@@ -164,6 +189,23 @@ class SimulatedClock(Clock):
         self._now = start_ns
         self._due: list[tuple[int, int, _Timer]] = []
         self._order = itertools.count()
+        self._holds: set[ClockHold] = set()
+        self._no_holds: asyncio.Event | None = None  # made on first use, inside a loop
+
+    def hold(self, reason: str) -> ClockHold:
+        held = ClockHold(self, reason)
+        self._holds.add(held)
+        return held
+
+    def _released(self, hold: ClockHold) -> None:
+        self._holds.discard(hold)
+        if not self._holds and self._no_holds is not None:
+            self._no_holds.set()
+
+    @property
+    def held_by(self) -> list[str]:
+        """Reasons of the holds in force."""
+        return sorted(h.reason for h in self._holds)
 
     def timestamp_ns(self) -> int:
         return self._now
@@ -202,10 +244,19 @@ class SimulatedClock(Clock):
             self._schedule(timer)
 
     async def sleep_until(self, ts_ns: int) -> None:
-        """Advance to ``ts_ns`` at once, then let other tasks run before returning."""
+        """Advance to ``ts_ns`` at once (after every hold is released), then let other
+        tasks run before returning."""
+        await asyncio.sleep(0)  # a hold taken by what the last step started is seen
+        await self._until_released()
         if ts_ns > self._now:
             self.advance_to(ts_ns)
+            await self._until_released()  # taken by a timer that fired on the way
         await asyncio.sleep(0)
+
+    async def _until_released(self) -> None:
+        while self._holds:
+            self._no_holds = asyncio.Event()
+            await self._no_holds.wait()
 
     def _schedule(self, timer: _Timer) -> None:
         heapq.heappush(self._due, (timer.next_ns, next(self._order), timer))

@@ -163,12 +163,92 @@ class StrategyConfigChanged(Event, frozen=True, kw_only=True, tag=True):
     config: dict[str, object]
 
 
+class ShadowSignal(Event, frozen=True, kw_only=True, tag=True):
+    """A model in shadow (a challenger, or the previous champion during a canary) made
+    this prediction beside the champion; journalled and measured, never traded: it is
+    not a ``Signal``, so the risk manager never sees it."""
+
+    strategy_id: str
+    symbol: str
+    model_version: str
+    role: Literal["challenger", "previous"]
+    prediction: int
+    probability_up: float
+    action: Action = "HOLD"
+
+
+class RetrainStarted(Event, frozen=True, kw_only=True, tag=True):
+    """A retraining began; its training set holds the bars from ``data_start`` to
+    ``data_end`` (close times), none after the clock's time when it began."""
+
+    strategy_id: str
+    model_name: str
+    trigger: str  # schedule | model_age | accuracy | drift | operator
+    detail: str = ""
+    data_start: int = 0
+    data_end: int = 0
+    rows: int = 0
+
+
+class RetrainFailed(Event, frozen=True, kw_only=True, tag=True):
+    strategy_id: str
+    model_name: str
+    trigger: str
+    reason: str
+
+
+class ChallengerRegistered(Event, frozen=True, kw_only=True, tag=True):
+    """A retrained model registered as the challenger (not in service): it predicts in
+    shadow until the promotion gate decides."""
+
+    strategy_id: str
+    model_name: str
+    version: str
+    tuning_accuracy: float
+    data_end: int
+
+
+class PromotionDecided(Event, frozen=True, kw_only=True, tag=True):
+    """The promotion gate's decision on a challenger, with its test statistics."""
+
+    strategy_id: str
+    model_name: str
+    challenger: str
+    champion: str
+    promoted: bool
+    reason: str
+    statistics: dict[str, object] = {}
+
+
 class ModelPromoted(Event, frozen=True, kw_only=True, tag=True):
-    """A model version became the one in service."""
+    """A model version became the one in service (the champion)."""
 
     model_name: str
     version: str
     metrics: dict[str, float] = {}
+    strategy_id: str = ""
+    previous: str = ""
+    reason: str = ""
+
+
+class ModelRolledBack(Event, frozen=True, kw_only=True, tag=True):
+    """The champion was replaced by the one before it (a failed canary, an operator)."""
+
+    strategy_id: str
+    model_name: str
+    from_version: str
+    to_version: str
+    reason: str
+    statistics: dict[str, object] = {}
+
+
+class SizingChanged(Event, frozen=True, kw_only=True, tag=True):
+    """The share of the normal order size the risk manager gives a strategy's BUYs
+    (a canary's ramp; 1.0 is full size)."""
+
+    strategy_id: str
+    fraction: float
+    reason: str = ""
 
 
 class ComponentStateChanged(Event, frozen=True, kw_only=True, tag=True):
@@ -213,7 +293,14 @@ AnyEvent = (
     | OrderFailed
     | PortfolioUpdate
     | StrategyConfigChanged
+    | ShadowSignal
+    | RetrainStarted
+    | RetrainFailed
+    | ChallengerRegistered
+    | PromotionDecided
     | ModelPromoted
+    | ModelRolledBack
+    | SizingChanged
     | ComponentStateChanged
     | SubscriberFailed
     | SubscriberRecovered

@@ -1,6 +1,8 @@
 """The risk manager: turns each ``Signal`` into an ``OrderRequest`` or a ``RiskRejected``.
 
 Sizing: BUY spends ``order_notional_quote`` of the quote token (capped by what is free),
+times the strategy's size fraction (1 unless a ``SizingChanged`` set it: a new model's
+canary trades a fraction that ramps to 1),
 SELL sells ``sell_fraction`` of the free base position (capped at
 ``max_order_notional_quote``, so an exit is spread over signals rather than refused),
 HOLD does nothing. Every other outcome is an event: an order whose ``order_id`` is
@@ -55,6 +57,7 @@ from engine.events import (
     RiskStateChanged,
     Side,
     Signal,
+    SizingChanged,
     SubscriberFailed,
     SubscriberRecovered,
 )
@@ -139,6 +142,7 @@ class RiskManager(Component):
         self.tick_to_order = LatencyHistogram()
         self._bar_mark: tuple[str, int] = ("", 0)  # (correlation id, perf_counter_ns)
         self.signals: dict[str, int] = {"BUY": 0, "SELL": 0, "HOLD": 0}
+        self.size_fractions: dict[str, float] = {}  # by strategy; absent: 1.0
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -166,6 +170,7 @@ class RiskManager(Component):
         self.subscribe(PortfolioUpdate, self._on_portfolio, name=f"{self.name}.portfolio")
         self.subscribe(OrderFilled, self._on_order_done, name=f"{self.name}.fills")
         self.subscribe(OrderFailed, self._on_order_done, name=f"{self.name}.failures")
+        self.subscribe(SizingChanged, self._on_sizing, name=f"{self.name}.sizing")
         self.subscribe(SubscriberFailed, self._on_subscriber_failed, name=f"{self.name}.failed")
         self.subscribe(
             SubscriberRecovered, self._on_subscriber_recovered, name=f"{self.name}.recovered"
@@ -231,6 +236,7 @@ class RiskManager(Component):
             "approved": dict(self.approved),
             "rejections": {reason: n for reason, n in self.rejections.items() if n},
             "pending_orders": len(self._pending),
+            "size_fractions": dict(self.size_fractions),
         }
 
     # -- limits that change the state ----------------------------------------------------
@@ -281,6 +287,15 @@ class RiskManager(Component):
 
     def _on_portfolio(self, _update: PortfolioUpdate) -> None:
         self.evaluate_limits()
+
+    def _on_sizing(self, change: SizingChanged) -> None:
+        self.size_fractions[change.strategy_id] = change.fraction
+        self.log.info(
+            "risk.sizing_changed",
+            strategy=change.strategy_id,
+            fraction=round(change.fraction, 4),
+            reason=change.reason,
+        )
 
     def _on_order_done(self, event: OrderFilled | OrderFailed) -> None:
         self._pending.pop(event.order_id, None)
@@ -399,7 +414,7 @@ class RiskManager(Component):
                 f"{len(self._approvals)} orders in the last {s.rate_window_seconds:g}s",
             )
         if side == "BUY":
-            amount_in, notional = self._size_buy(inst)
+            amount_in, notional = self._size_buy(inst, signal.strategy_id)
         else:
             amount_in, notional = self._size_sell(inst, price)
         if amount_in <= 0 or notional < s.min_order_notional_quote:
@@ -435,7 +450,7 @@ class RiskManager(Component):
             )
         return price
 
-    def _size_buy(self, inst: Instrument) -> tuple[int, float]:
+    def _size_buy(self, inst: Instrument, strategy_id: str) -> tuple[int, float]:
         s = self.settings
         quote = inst.quote
         committed = sum(
@@ -446,7 +461,8 @@ class RiskManager(Component):
         free = self.portfolio.balance(quote.symbol) - committed
         if free <= 0:
             raise Rejected(Reason.INSUFFICIENT_BALANCE, f"free {quote.format(max(free, 0))}")
-        amount_in = min(quote.to_units(s.order_notional_quote), free)
+        fraction = self.size_fractions.get(strategy_id, 1.0)
+        amount_in = min(quote.to_units(s.order_notional_quote * fraction), free)
         notional = quote.to_float(amount_in)
         if notional > s.max_order_notional_quote:
             raise Rejected(
@@ -577,3 +593,12 @@ class _RiskCollector(Collector):
         for candidate in RiskState:
             state.add_metric([candidate.value], 1.0 if r.risk_state is candidate else 0.0)
         yield state
+        sizing = GaugeMetricFamily(
+            "trade_engine_risk_size_fraction",
+            "Share of the normal BUY size a strategy trades (below 1 during a new model's "
+            "canary).",
+            labels=["strategy"],
+        )
+        for strategy, fraction in sorted(r.size_fractions.items()):
+            sizing.add_metric([strategy], fraction)
+        yield sizing

@@ -77,6 +77,17 @@ class ModelVersion:
         recorded = self.metadata.get("timeframe") or self.metadata.get("data", {}).get("timeframe")
         return str(recorded) if recorded else None
 
+    @property
+    def trained_until_ns(self) -> int:
+        """Open time of the last bar it was trained (tuned) on; 0 when not recorded."""
+        last = self.metadata.get("training_span", {}).get("last_bar")
+        if not last:
+            return 0
+        stamp = datetime.fromisoformat(str(last).replace("Z", "+00:00"))
+        if stamp.tzinfo is None:
+            stamp = stamp.replace(tzinfo=UTC)
+        return int(stamp.timestamp() * 1_000_000) * 1_000
+
 
 @dataclass(frozen=True)
 class AliasChange:

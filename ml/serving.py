@@ -12,11 +12,12 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
 
+from engine.events import Action, Confidence
 from ml.registry import ModelRegistry, ModelVersion, RegistryError
 
 
@@ -149,3 +150,41 @@ class ServingModel:
         frame = features.loc[:, self.columns].astype(np.float64)
         proba = self.predictor.predict_proba(frame, model=self.model_name, as_pandas=False)
         return np.asarray(proba[:, list(self.predictor.class_labels).index(self._positive)])
+
+
+class ServedModelSettings(Protocol):
+    """Where a served model comes from (a strategy's settings)."""
+
+    model: str
+    models_dir: str
+    feature_set: str
+    symbols: tuple[str, ...]
+
+
+@runtime_checkable
+class ModelServer(Protocol):
+    """A component that serves a model (a strategy): the champion in force, its trade
+    rule, and an atomic swap (the retrain supervisor promotes and rolls back through it)."""
+
+    name: str
+
+    @property
+    def settings(self) -> ServedModelSettings: ...
+
+    @property
+    def model(self) -> ServingModel | None: ...
+
+    def decide(self, probability_up: float) -> tuple[int, Confidence, Action]:
+        """Prediction, confidence and action its trade rule draws from a probability."""
+        ...
+
+    def swap_model(self, model: ServingModel) -> None:
+        """Serve ``model`` from the next event on (one assignment, between two events)."""
+        ...
+
+
+@runtime_checkable
+class ModelServers(Protocol):
+    """A component holding model servers by id (the strategy host)."""
+
+    def model_server(self, server_id: str) -> ModelServer | None: ...

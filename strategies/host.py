@@ -316,6 +316,11 @@ class StrategyHost(Component):
             "model_version": active.model.label,
         }
 
+    def model_server(self, server_id: str) -> MLDirectionStrategy | None:
+        """The strategy named ``server_id`` (its file's name), if running: the retrain
+        supervisor and ``POST /predict`` reach its champion through it."""
+        return self.instances.get(server_id)
+
     def config_versions(self) -> dict[str, int]:
         return {name: s.active.version for name, s in self.instances.items() if s.model is not None}
 

@@ -190,6 +190,24 @@ class MLDirectionStrategy(Component):
         self.recover()
         return new
 
+    def swap_model(self, model: ServingModel) -> None:
+        """Serve ``model`` under the settings in force (a promotion or a rollback by the
+        retrain supervisor); like :meth:`apply_settings`, one assignment between events.
+        ``POST /predict`` following this strategy answers with it from the same moment."""
+        current = self.active
+        self._active = ActiveConfig.of(
+            current.settings, model, current.version, current.content_hash
+        )
+        self._timeframe_verdicts.clear()
+        self.log.info("strategy.model_swapped", model=model.label, previous=current.model.label)
+
+    def decide(self, probability_up: float) -> tuple[int, Confidence, Action]:
+        """Prediction, confidence and action this strategy's rule draws from ``probability_up``."""
+        active = self.active
+        prediction = int(probability_up > 0.5)
+        confidence = confidence_of(probability_up, active.settings)
+        return prediction, confidence, action_of(prediction, confidence, active.trading)
+
     def close_positions(self) -> list[Signal]:
         """Publish a SELL for each of this strategy's symbols (the risk manager sizes it).
 
@@ -281,6 +299,7 @@ class MLDirectionStrategy(Component):
         probability_up = active.model.predict_up(features.values)
         prediction = int(probability_up > 0.5)
         confidence = confidence_of(probability_up, settings)
+        action = action_of(prediction, confidence, active.trading)
         self.signals_published += 1
         self.bus.publish_nowait(
             Signal(
@@ -292,7 +311,7 @@ class MLDirectionStrategy(Component):
                 prediction=prediction,
                 probability_up=probability_up,
                 confidence=confidence,
-                action=action_of(prediction, confidence, active.trading),
+                action=action,
                 model_version=active.model.label,
                 config_version=active.version,
             )

@@ -7,16 +7,14 @@ SIGTERM, then SIGKILL if it lingers. SIGSTOP/SIGCONT helpers freeze the node to
 simulate an RPC outage.
 
 anvil dies with the process that started it, however that process ends (``kill -9``
-included): the child asks the kernel for SIGKILL when its parent goes
-(``PR_SET_PDEATHSIG``). The kernel means the parent *thread*, so every anvil is forked
-from one spawner thread that lives as long as the interpreter (an ``asyncio.to_thread``
-worker could exit first and take the node with it).
+included; :mod:`engine.child_processes`). The tie is to the parent *thread*, so every
+anvil is forked from one spawner thread that lives as long as the interpreter (an
+``asyncio.to_thread`` worker could exit first and take the node with it).
 """
 
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import json
 import os
 import signal
@@ -25,12 +23,13 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+
+from engine.child_processes import dies_with
 
 ROOT = Path(__file__).resolve().parents[2]
 # The repository's own node_modules; ENGINE_NODE_MODULES points elsewhere when the
@@ -38,10 +37,6 @@ ROOT = Path(__file__).resolve().parents[2]
 NODE_MODULES = Path(os.environ.get("ENGINE_NODE_MODULES") or ROOT / "node_modules")
 ANVIL_BINARY = NODE_MODULES / "@foundry-rs" / "anvil-linux-amd64" / "bin" / "anvil"
 
-PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
-# Looked up here, in the parent: a forked child must not load libraries (locks held
-# by other threads at fork time would deadlock it). None off Linux.
-_prctl = getattr(ctypes.CDLL(None), "prctl", None)
 _spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="anvil-spawner")
 
 
@@ -60,28 +55,10 @@ def find_anvil_binary(path: Path | None = None) -> Path:
     return binary
 
 
-def _dies_with(parent_pid: int) -> Callable[[], None] | None:
-    """A ``preexec_fn`` that makes the child SIGKILLed when the forking thread exits.
-
-    It runs in the forked child before ``exec``, where only async-signal-safe work is
-    safe: one system call through the pre-loaded ``prctl``, no imports, no locks. A
-    parent that died before the call took effect is caught by ``getppid``."""
-    prctl, kill = _prctl, int(signal.SIGKILL)
-    if prctl is None:
-        return None
-
-    def preexec() -> None:
-        prctl(PR_SET_PDEATHSIG, kill, 0, 0, 0)
-        if os.getppid() != parent_pid:
-            os.kill(os.getpid(), kill)
-
-    return preexec
-
-
 def spawn_tied_to_process(argv: list[str], **popen_kwargs: Any) -> subprocess.Popen[bytes]:
     """``Popen(argv)`` whose child is SIGKILLed when this process ends, from the spawner
     thread (see the module docstring); the interpreter's exit ends that thread too."""
-    preexec = _dies_with(os.getpid())
+    preexec = dies_with(os.getpid())
     return _spawner.submit(subprocess.Popen, argv, preexec_fn=preexec, **popen_kwargs).result()
 
 

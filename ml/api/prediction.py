@@ -41,7 +41,7 @@ from ml.api.schema import (
     openapi_document,
 )
 from ml.confidence import confidence_level
-from ml.serving import ServingModel
+from ml.serving import ModelServers, ServingModel
 
 REQUEST_CODES = ("200", "400", "413", str(CLIENT_GONE), "500", "503")
 DURATION_BUCKETS_S = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5)
@@ -49,9 +49,17 @@ BATCH_ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 
 class PredictionApiConfig(StrictModel):
-    model: str = Field(description="Model name in the registry.")
+    strategy: str | None = Field(
+        None,
+        description="Serve the model of this strategy (of a strategy host listed in "
+        "`depends_on`): the very champion it trades, swapped at the same moment when the "
+        "retrain supervisor promotes or rolls back. Unset: load `model` itself.",
+    )
+    model: str | None = Field(
+        None, description="Model name in the registry (when not following a strategy)."
+    )
     models_dir: Annotated[str, NEW_DIRECTORY] = Field("models", description="Model registry root.")
-    version: str | None = Field(None, description="Model version; unset: the current one.")
+    version: str | None = Field(None, description="Model version; unset: the champion.")
     feature_set: str = Field(
         "seed", description="Feature set the model was trained on and the engine computes."
     )
@@ -93,6 +101,8 @@ class PredictionApiConfig(StrictModel):
     def _ordered(self) -> PredictionApiConfig:
         if self.medium_confidence >= self.high_confidence:
             raise ValueError("medium_confidence must be below high_confidence")
+        if (self.strategy is None) == (self.model is None):
+            raise ValueError("name exactly one of `strategy` (follow it) or `model` (load it)")
         return self
 
 
@@ -117,10 +127,13 @@ class PredictionApi(Component):
         depends_on: tuple[str, ...] = (),
     ) -> None:
         super().__init__(name, settings, context, depends_on)
-        self.model: ServingModel | None = None
+        self._own_model: ServingModel | None = None
+        self._servers: ModelServers | None = None  # the host of the followed strategy
+        self._labels: list[str] = []  # model labels by the id a batch reports
         self._schema: PredictSchema | None = None
         self._batcher: MicroBatcher | None = None
-        self._openapi: bytes = b""
+        self._openapi: tuple[str, bytes] = ("", b"")  # (model label, document)
+        self._list_limit = 0
         self._live: dict[tuple[str, str], Features] = {}
         self._requests = Counter(
             "trade_engine_predict_requests",
@@ -144,19 +157,40 @@ class PredictionApi(Component):
 
     # -- lifecycle -----------------------------------------------------------------
 
+    @property
+    def model(self) -> ServingModel | None:
+        """The model answering now: the followed strategy's champion, or our own."""
+        if self._servers is None:
+            return self._own_model
+        server = self._servers.model_server(self.settings.strategy or "")
+        return None if server is None else server.model
+
+    def _follow(self, strategy: str) -> ModelServers:
+        for name in self.depends_on:
+            found = self.context.components.find(Component, name)
+            if isinstance(found, ModelServers) and found.model_server(strategy) is not None:
+                return found
+        raise RuntimeError(
+            f"prediction API {self.name!r}: no strategy {strategy!r} in the components it "
+            f"depends on ({', '.join(self.depends_on) or 'none'}): list the strategy host "
+            "in depends_on"
+        )
+
     async def on_start(self) -> None:
         s = self.settings
-        model = await asyncio.to_thread(
-            ServingModel.load, s.models_dir, s.model, s.version, s.feature_set
-        )
-        self.model = model
+        if s.strategy is not None:
+            self._servers = self._follow(s.strategy)
+            model = self.model
+            assert model is not None
+        else:
+            assert s.model is not None
+            model = await asyncio.to_thread(
+                ServingModel.load, s.models_dir, s.model, s.version, s.feature_set
+            )
+            self._own_model = model
         items = list_limit(s.max_list_length, s.max_body_bytes, len(model.columns))
         self._schema = PredictSchema(model.columns, items, s.market_references)
-        self._openapi = json.dumps(
-            openapi_document(
-                model.columns, model.label, items, s.max_body_bytes, s.market_references
-            )
-        ).encode()
+        self._list_limit = items
         self._batcher = MicroBatcher(
             self._predict_matrix,
             max_batch_size=s.max_batch_size,
@@ -180,7 +214,8 @@ class PredictionApi(Component):
         if self._batcher is not None:
             await self._batcher.stop()
             self._batcher = None
-        self.model = None
+        self._own_model = None
+        self._servers = None
 
     def on_features(self, features: Features) -> None:
         if features.feature_set == self.settings.feature_set:
@@ -195,10 +230,19 @@ class PredictionApi(Component):
     # -- model ---------------------------------------------------------------------
 
     def _predict_matrix(self, matrix: np.ndarray) -> np.ndarray:
+        """P(up) of each row and, beside it, the id of the model that answered (the
+        champion may be swapped between two batches: each answer names its own)."""
         model = self.model
         if model is None:
             raise BatcherClosedError("the model is not loaded")
-        return model.predict_frame(pd.DataFrame(matrix, columns=model.columns, copy=False))
+        if model.label not in self._labels:
+            self._labels.append(model.label)
+        probabilities = model.predict_frame(
+            pd.DataFrame(matrix, columns=model.columns, copy=False)
+        )
+        return np.column_stack(
+            (probabilities, np.full(len(probabilities), self._labels.index(model.label)))
+        )
 
     def _answer(self, probability_up: float, model_label: str) -> dict[str, Any]:
         p = float(probability_up)
@@ -295,7 +339,6 @@ class PredictionApi(Component):
         assert schema is not None
         assert batcher is not None
         parsed = schema.parse(await self._read_body(request))
-        label = model.label
         rows: list[list[float] | tuple[float, ...]] = []
         live: dict[int, Features] = {}
         for index, item in enumerate(parsed.items):
@@ -305,8 +348,8 @@ class PredictionApi(Component):
                 row, features = self._live_row(item, schema.columns)
                 rows.append(row)
                 live[index] = features
-        probabilities = await batcher.predict(np.array(rows, dtype=np.float64))
-        answers = [self._answer(p, label) for p in probabilities]
+        answered = await batcher.predict(np.array(rows, dtype=np.float64))
+        answers = [self._answer(p, self._labels[int(i)]) for p, i in answered]
         for index, features in live.items():
             answers[index].update(
                 symbol=features.symbol,
@@ -316,6 +359,13 @@ class PredictionApi(Component):
         return web.json_response(answers if parsed.is_list else answers[0])
 
     async def _get_openapi(self, request: web.Request) -> web.Response:
-        if not self._openapi:
+        model = self.model
+        if model is None or self._schema is None:
             return _error(503, "no model loaded yet", None)
-        return web.Response(body=self._openapi, content_type="application/json")
+        if self._openapi[0] != model.label:  # built again after a promotion or rollback
+            s = self.settings
+            document = openapi_document(
+                model.columns, model.label, self._list_limit, s.max_body_bytes, s.market_references
+            )
+            self._openapi = (model.label, json.dumps(document).encode())
+        return web.Response(body=self._openapi[1], content_type="application/json")
