@@ -33,6 +33,13 @@ class AdminControls(Protocol):
 
     async def reload_configs(self, trigger: str) -> list[dict[str, Any]]: ...
 
+    async def operate_model(
+        self, model: str, action: str, version: str | None
+    ) -> dict[str, Any] | None:
+        """``promote``/``rollback``/``retrain`` through the component operating ``model``;
+        None when none does. Raises ``LookupError`` when the action cannot be taken."""
+        ...
+
 
 def is_loopback(host: str) -> bool:
     """True for an address only this machine can reach: 127.0.0.0/8, ``::1``,

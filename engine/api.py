@@ -4,11 +4,12 @@
 ``GET /ready`` answers 200 only when every component is RUNNING, else 503 with the
 ones that are not; ``GET /status`` is what the engine is doing (components, risk,
 portfolio, strategies' model and config versions); ``GET /metrics`` is the
-Prometheus text of the app's registry. ``POST /admin/halt``, ``/admin/resume`` and
-``/admin/reload`` need the bearer token (see :mod:`engine.admin`), and so does
-``/status`` when ``api.host`` is not a loopback address. Every JSON answer passes the
-one secret redactor (:mod:`engine.redaction`): a halt reason or a component's status
-holding a secret shows ``[REDACTED]``. Components add their own routes by offering
+Prometheus text of the app's registry. ``POST /admin/halt``, ``/admin/resume``,
+``/admin/reload`` and ``/admin/models/{model}/promote|rollback|retrain`` need the
+bearer token (see :mod:`engine.admin`), and so does ``/status`` when ``api.host`` is
+not a loopback address. Every JSON answer passes the one secret redactor
+(:mod:`engine.redaction`): a halt reason or a component's status holding a secret
+shows ``[REDACTED]``. Components add their own routes by offering
 ``http_routes() -> list[web.RouteDef]`` (collected by the engine at construction).
 Connection limits, timeouts and the request counts are :mod:`engine.http_server`'s.
 """
@@ -33,6 +34,7 @@ log = structlog.get_logger("engine.api")
 
 DEFAULT_HALT_REASON = "operator (admin API)"
 MAX_REASON_LENGTH = 200
+MODEL_ACTIONS = ("promote", "rollback", "retrain")
 
 
 class HttpApi(Component):
@@ -73,6 +75,7 @@ class HttpApi(Component):
                 web.post("/admin/halt", self._post_halt),
                 web.post("/admin/resume", self._post_resume),
                 web.post("/admin/reload", self._post_reload),
+                web.post("/admin/models/{model}/{action}", self._post_model_action),
                 *routes,
             ]
         )
@@ -179,6 +182,38 @@ class HttpApi(Component):
             )
         ok = all(report["ok"] for report in reports)
         return self._json({"ok": ok, "reloads": reports}, status=200 if ok else 422)
+
+    async def _post_model_action(self, request: web.Request) -> web.Response:
+        """Promote (``{"version": ...}`` or the challenger), roll back or retrain a model:
+        200 with the supervisor's status, 404 for no such model or action, 409 when the
+        action cannot be taken (nothing to roll back to, no challenger)."""
+        if (refusal := self._admin_refusal(request)) is not None:
+            return refusal
+        assert self._admin is not None
+        model, action = request.match_info["model"], request.match_info["action"]
+        if action not in MODEL_ACTIONS:
+            return self._json(
+                {"error": f"no action {action!r}: use {', '.join(MODEL_ACTIONS)}"}, 404
+            )
+        version = None
+        if action == "promote" and request.can_read_body:
+            try:
+                body = json.loads(await request.read() or b"{}")
+            except ValueError:
+                return self._json({"error": "invalid JSON body"}, 400)
+            version = body.get("version") if isinstance(body, dict) else None
+            if version is not None and not isinstance(version, str):
+                return self._json({"error": "version: must be a string"}, 400)
+        log.warning(
+            "admin.model_action", model=model, action=action, version=version, remote=request.remote
+        )
+        try:
+            result = await self._admin.operate_model(model, action, version)
+        except LookupError as exc:
+            return self._json({"error": str(exc).strip("'\"")}, 409)
+        if result is None:
+            return self._json({"error": f"no retrain supervisor operates model {model!r}"}, 404)
+        return self._json({"model": model, "action": action, "supervisor": result})
 
 
 async def _halt_reason(request: web.Request) -> str | web.Response:

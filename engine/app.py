@@ -20,7 +20,14 @@ from aiohttp import web
 
 from engine.api import HttpApi
 from engine.bus import EventBus
-from engine.capabilities import FiniteSource, Haltable, OffersRoutes, ReloadsConfigs, ReportsStatus
+from engine.capabilities import (
+    FiniteSource,
+    Haltable,
+    OffersRoutes,
+    OperatesModel,
+    ReloadsConfigs,
+    ReportsStatus,
+)
 from engine.clock import Clock, LiveClock, SimulatedClock
 from engine.component import Component, ComponentContext, ComponentGraph, ComponentHealth
 from engine.config import EngineConfig, Secrets
@@ -124,6 +131,18 @@ class Engine:
             if isinstance(comp, ReloadsConfigs):
                 reports.append({"component": comp.name, **await comp.reload_configs(trigger)})
         return reports
+
+    async def operate_model(
+        self, model: str, action: str, version: str | None
+    ) -> dict[str, Any] | None:
+        for comp in self.graph:
+            if isinstance(comp, OperatesModel) and comp.model_name == model:
+                if action == "promote":
+                    return await comp.operator_promote(version)
+                if action == "rollback":
+                    return await comp.operator_rollback()
+                return await comp.operator_retrain()
+        return None
 
     async def start(self) -> None:
         self.bus.start()

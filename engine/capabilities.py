@@ -51,6 +51,23 @@ class ReloadsConfigs(Protocol):
 
 
 @runtime_checkable
+class OperatesModel(Protocol):
+    """Promotes, rolls back and retrains one model on operators' request (the retrain
+    supervisor): ``POST /admin/models/{model}/promote|rollback|retrain``. Each raises
+    ``LookupError`` with a message when the action cannot be taken (nothing to roll back
+    to, no challenger)."""
+
+    @property
+    def model_name(self) -> str: ...
+
+    async def operator_promote(self, version: str | None) -> dict[str, Any]: ...
+
+    async def operator_rollback(self) -> dict[str, Any]: ...
+
+    async def operator_retrain(self) -> dict[str, Any]: ...
+
+
+@runtime_checkable
 class FiniteSource(Protocol):
     """A source that ends by itself (a replay): ``finished`` is set when it has."""
 

@@ -595,8 +595,7 @@ class _RiskCollector(Collector):
         yield state
         sizing = GaugeMetricFamily(
             "trade_engine_risk_size_fraction",
-            "Share of the normal BUY size a strategy trades (below 1 during a new model's "
-            "canary).",
+            "Share of the normal BUY size a strategy trades (below 1 during a new model's canary).",
             labels=["strategy"],
         )
         for strategy, fraction in sorted(r.size_fractions.items()):

@@ -304,7 +304,11 @@ class RetrainSupervisor(Component):
 
     @property
     def model_name(self) -> str:
-        return self.server.settings.model
+        """The supervised strategy's model ("" before start or while it is not running)."""
+        server = (
+            None if self._servers is None else self._servers.model_server(self.settings.strategy)
+        )
+        return "" if server is None else server.settings.model
 
     @property
     def registry(self) -> ModelRegistry:
@@ -469,11 +473,19 @@ class RetrainSupervisor(Component):
                 champion = self.server.model
                 detail = model_age_due(
                     self.settings.triggers,
-                    self.clock.timestamp_ns(),
+                    self.engine_now(),
                     champion.version.trained_until_ns if champion else 0,
                 )
-                if detail and self.clock.timestamp_ns() >= self._cool_until:
+                if detail and self.engine_now() >= self._cool_until:
                     self.request_retrain("model_age", detail, bar.correlation_id)
+
+    def engine_now(self) -> int:
+        """Engine time for ages, cooldowns and the training cut: the clock's time, but
+        never past the last bar seen (a paper daemon replaying history on the wall clock
+        is at its bars' time, not today's: a file cut at today would hold its future)."""
+        now = self.clock.timestamp_ns()
+        latest = max((bar.ts_event for bar in self._last_bar.values()), default=None)
+        return now if latest is None else min(now, latest)
 
     def _stamp(self, correlation_id: str) -> dict[str, Any]:
         """The fields every supervisor event shares: now, the bar's id, the strategy."""
@@ -510,7 +522,7 @@ class RetrainSupervisor(Component):
 
     def request_retrain(self, trigger: Trigger, detail: str, correlation_id: str = "") -> bool:
         """Start a retraining now, unless one is under way or the cooldown runs."""
-        now = self.clock.timestamp_ns()
+        now = self.engine_now()
         busy = self.phase is not Phase.IDLE
         if busy or now < self._cool_until:
             self._count(trigger, "skipped")
@@ -524,19 +536,30 @@ class RetrainSupervisor(Component):
             return False
         # The cooldown runs from every attempt, a failed one too: no retraining storms.
         self._cool_until = now + int(self.settings.cooldown_hours * NANOS_PER_HOUR)
-        frame = training_window(
-            self._history, self._live, self._timeframe, now, self.settings.window_bars
+        frame = (
+            training_window(
+                self._history, self._live, self._timeframe, now, self.settings.window_bars
+            )
+            if self._last_bar
+            else pd.DataFrame()
         )
         model_name = self.model_name
-        if len(frame) < self.settings.min_train_bars:
+        refusal = ""
+        if not self._last_bar:
+            refusal = "no bar seen yet: the training window ends at the last bar seen"
+        elif len(frame) < self.settings.min_train_bars:
+            refusal = (
+                f"{len(frame)} bars closed by now < min_train_bars {self.settings.min_train_bars}"
+            )
+        if refusal:
             self._count(trigger, "failed")
+            self.log.warning("retrain.refused", trigger=trigger, reason=refusal)
             self.bus.publish_nowait(
                 RetrainFailed(
                     **self._stamp(correlation_id),
                     model_name=model_name,
                     trigger=trigger,
-                    reason=f"{len(frame)} bars closed by now < min_train_bars "
-                    f"{self.settings.min_train_bars}",
+                    reason=refusal,
                 )
             )
             return False

@@ -237,9 +237,7 @@ class PredictionApi(Component):
             raise BatcherClosedError("the model is not loaded")
         if model.label not in self._labels:
             self._labels.append(model.label)
-        probabilities = model.predict_frame(
-            pd.DataFrame(matrix, columns=model.columns, copy=False)
-        )
+        probabilities = model.predict_frame(pd.DataFrame(matrix, columns=model.columns, copy=False))
         return np.column_stack(
             (probabilities, np.full(len(probabilities), self._labels.index(model.label)))
         )

@@ -126,10 +126,17 @@ def test_train_command_registers_and_models_commands_manage_versions(tmp_path):
     assert second.returncode == 0, second.stderr
     listing = cli("models", "list", "--models-dir", str(models)).stdout.splitlines()
     assert len(listing) == 2
-    assert listing[1].startswith("* btc/")  # the newest is current
-    rolled = cli("models", "rollback", "--models-dir", str(models), "btc")
-    assert rolled.returncode == 0
-    assert listing[0].split()[0] in f"btc/{rolled.stdout.split()[-1]}"
+    assert listing[1].split()[1] == "champion"  # the newest
+    assert listing[0].split()[1] == "previous"
+    rolled = cli("models", "rollback", "--models-dir", str(models), "btc", "--reason", "test")
+    assert rolled.returncode == 0, rolled.stderr
+    assert listing[0].split()[0] == f"btc/{rolled.stdout.split()[-1]}"
+    history = cli("models", "history", "--models-dir", str(models), "btc").stdout
+    assert "because: test (from " in history
+    assert history.count(" promote: trained") == 2
+    again = cli("models", "rollback", "--models-dir", str(models), "btc")
+    assert again.returncode == 2
+    assert again.stderr == "models: model 'btc': no earlier version to roll back to\n"
     bad = cli("train", "--data", str(tmp_path / "missing.csv"), "--out", str(models))
     assert bad.returncode == 2
     assert "does not exist" in bad.stderr
