@@ -38,7 +38,17 @@ from pydantic import Field
 from engine.component import Component, ComponentContext, ComponentLookup
 from engine.config import StrictModel
 from engine.config_paths import NEW_FILE
-from engine.events import Event, OrderRequest, OrderSubmitted, to_json
+from engine.events import (
+    ChallengerRegistered,
+    Event,
+    ModelPromoted,
+    ModelRolledBack,
+    OrderRequest,
+    OrderSubmitted,
+    PromotionDecided,
+    SizingChanged,
+    to_json,
+)
 from engine.journal_store import (
     INSERT,
     RUN_EVENT_TYPES,
@@ -67,8 +77,17 @@ class JournalWriteError(RuntimeError):
     """A journal write failed: the event is withheld from everyone after the journal."""
 
 
-# These must be on disk before anyone acts on them.
-_COMMIT_AT_ONCE: tuple[type[Event], ...] = (OrderRequest, OrderSubmitted)
+# These must be on disk before anyone acts on them; the model lifecycle's (rare) follow
+# a registry change already made, so a kill right after loses neither.
+_COMMIT_AT_ONCE: tuple[type[Event], ...] = (
+    OrderRequest,
+    OrderSubmitted,
+    ChallengerRegistered,
+    PromotionDecided,
+    ModelPromoted,
+    ModelRolledBack,
+    SizingChanged,
+)
 
 
 class JournalConfig(StrictModel):

@@ -34,8 +34,23 @@ CREATE INDEX IF NOT EXISTS events_type ON events (type, id);
 CREATE INDEX IF NOT EXISTS events_correlation ON events (correlation_id);
 """
 
-# Per-run events: journalled on every run, not part of a resumed run's catch-up.
-RUN_EVENT_TYPES = ("ComponentStateChanged", "Heartbeat", "SubscriberFailed", "SubscriberRecovered")
+# Per-run events: journalled on every run, not part of a resumed run's catch-up. The model
+# lifecycle's too: a training's outcome, an operator's promotion or a shadow model's
+# predictions are facts of the run that made them, not re-produced by replaying bars.
+RUN_EVENT_TYPES = (
+    "ComponentStateChanged",
+    "Heartbeat",
+    "SubscriberFailed",
+    "SubscriberRecovered",
+    "ShadowSignal",
+    "RetrainStarted",
+    "RetrainFailed",
+    "ChallengerRegistered",
+    "PromotionDecided",
+    "ModelPromoted",
+    "ModelRolledBack",
+    "SizingChanged",
+)
 
 INSERT = (
     "INSERT INTO events (run_id, seq, type, ts_event, ts_init, correlation_id, body) "
