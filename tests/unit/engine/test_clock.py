@@ -137,3 +137,36 @@ def test_jump_to_skips_what_lies_between_and_restarts_repeating_timers():
     assert fired == [10**12 + 500, 10**12 + 1_000, 10**12 + 2_000]
     with pytest.raises(ValueError, match="cannot go back"):
         clock.jump_to(5)
+
+
+async def test_simulated_time_waits_while_held_even_for_a_hold_taken_by_a_timer():
+    clock = SimulatedClock(start_ns=0)
+    holds = []
+    clock.set_alert("retrain", 5, lambda _: holds.append(clock.hold("training")))
+    sleeper = asyncio.ensure_future(clock.sleep_until(10))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    # The alert at 5 took a hold: the sleeper (a replay about to publish the bar at 10)
+    # does not return until it is released.
+    assert not sleeper.done()
+    assert clock.held_by == ["training"]
+    holds[0].release()
+    holds[0].release()  # idempotent
+    await asyncio.wait_for(sleeper, 1)
+    assert clock.timestamp_ns() == 10
+
+    held = clock.hold("before")
+    later = asyncio.ensure_future(clock.sleep_until(20))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert clock.timestamp_ns() == 10  # not advanced while held
+    held.release()
+    await asyncio.wait_for(later, 1)
+    assert clock.timestamp_ns() == 20
+
+
+async def test_the_wall_clock_does_not_wait_for_a_hold():
+    clock = LiveClock()
+    clock.hold("training")  # never released: nothing waits on it
+    before = clock.timestamp_ns()
+    await asyncio.wait_for(clock.sleep_until(before + MS), 1)

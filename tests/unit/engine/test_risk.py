@@ -30,6 +30,7 @@ from engine.events import (
     OrderRequest,
     RiskRejected,
     RiskStateChanged,
+    SizingChanged,
 )
 from engine.journal import Journal, JournalConfig
 from engine.market_view import BusMarketView
@@ -165,6 +166,29 @@ async def test_buy_signal_becomes_an_order_spending_the_configured_notional():
     assert decision.correlation_id == "WETH/USDC|1h|42"
     assert decision.strategy_id == "ml"
     assert [f.order_id for f in rig.fills] == [decision.order_id]
+
+
+async def test_a_canary_size_fraction_scales_that_strategys_buys_and_is_reported():
+    rig = await trading_rig({"order_notional_quote": 1_000})
+    rig.bus.publish_nowait(
+        SizingChanged(ts_event=0, ts_init=0, strategy_id="ml", fraction=0.25, reason="canary")
+    )
+    rig.bus.publish_nowait(
+        SizingChanged(ts_event=0, ts_init=0, strategy_id="other", fraction=0.5, reason="x")
+    )
+    decision = rig.signal("BUY")
+    assert isinstance(decision, OrderRequest)
+    assert decision.amount_in == 250 * USDC  # a quarter of the normal size
+    assert rig.risk.status()["size_fractions"] == {"ml": 0.25, "other": 0.5}
+    value = rig.registry.get_sample_value("trade_engine_risk_size_fraction", {"strategy": "ml"})
+    assert value == 0.25
+    rig.bus.publish_nowait(
+        SizingChanged(ts_event=0, ts_init=0, strategy_id="ml", fraction=1.0, reason="passed")
+    )
+    rig.bar(2_000.0)
+    full = rig.signal("BUY")
+    assert isinstance(full, OrderRequest)
+    assert full.amount_in == 1_000 * USDC
 
 
 async def test_order_id_is_derived_deterministically_from_the_signal():
