@@ -275,7 +275,7 @@ class RetrainSupervisor(Component):
         self.canary_bars = 0
         self.size_fraction = 1.0
         self.retrains: dict[tuple[str, str], int] = {}  # (trigger, outcome) → count
-        self.promotions = {"promoted": 0, "rejected": 0}
+        self.promotions = {"promoted": 0, "rejected": 0, "operator": 0}
         self.rollbacks = 0
         self.last_decision: dict[str, Any] | None = None
         self._servers: ModelServers | None = None
@@ -825,6 +825,7 @@ class RetrainSupervisor(Component):
                 f"model {self.model_name!r} has no challenger to promote: name a version"
             )
         model = await asyncio.to_thread(self._load, version)
+        self.promotions["operator"] += 1
         self._promote(model, "operator", f"{self.name}|operator|{self.clock.timestamp_ns()}")
         self.canary_bars = 0
         return self.status()
@@ -916,7 +917,7 @@ class _SupervisorCollector(Collector):
         yield retrains
         promotions = CounterMetricFamily(
             "trade_engine_model_promotion_decisions",
-            "Promotion gate decisions, by outcome (promoted, rejected).",
+            "Promotions: the gate's decisions (promoted, rejected) and operators' (operator).",
             labels=["strategy", "outcome"],
         )
         for outcome, count in sorted(sup.promotions.items()):

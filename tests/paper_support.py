@@ -86,7 +86,20 @@ def paper_config(models: Path, journal: Path, end: str, **strategy_changes: Any)
             entry["config"]["dir"] = str(write_strategies(models, strategies, **strategy_changes))
         if entry["type"] == "prediction_api":
             entry["config"].update(models_dir=str(models))
+    quiet_supervisors(shipped)
     return {**shipped, "clock": "simulated"}
+
+
+def quiet_supervisors(config: dict[str, Any]) -> dict[str, Any]:
+    """Every retrain supervisor of ``config`` with its triggers off: it runs and serves its
+    metrics, but never trains in the middle of another test (tests/integration/ml covers
+    retraining)."""
+    for entry in config["components"]:
+        if entry["type"] == "retrain_supervisor":
+            entry["config"]["triggers"] = {
+                "schedule": None, "max_model_age_days": None, "min_accuracy": None, "drift": False,
+            }  # fmt: skip
+    return config
 
 
 def daemon_config(

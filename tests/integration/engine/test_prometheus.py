@@ -411,7 +411,8 @@ def test_dashboard_and_provisioning_are_well_formed():
 
     titles = " ".join(p["title"].lower() for p in every)
     topics = ("equity", "drawdown", "confidence", "rejections", "tick-to-order", "/predict",
-              "bus", "accuracy", "model", "risk state", "component", "config reload")  # fmt: skip
+              "bus", "accuracy", "model", "risk state", "component", "config reload",
+              "model age", "retrains", "rollbacks", "canary", "supervisor phase")  # fmt: skip
     for topic in topics:
         assert topic in titles, f"no panel about {topic}"
 

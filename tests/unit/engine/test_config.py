@@ -36,7 +36,8 @@ def test_shipped_default_config_is_the_dex_demo():
     config = load_engine_config(ROOT / "config" / "engine.yaml")
     assert [c.type for c in config.components] == [
         "journal", "heartbeat", "local_chain", "replay", "features", "strategy_host",
-        "model_monitor", "prediction_api", "portfolio", "uniswap_v2_executor", "risk",
+        "model_monitor", "retrain_supervisor", "prediction_api", "portfolio",
+        "uniswap_v2_executor", "risk",
     ]  # fmt: skip
     assert config.api.host == "127.0.0.1"
 
@@ -45,7 +46,7 @@ def test_shipped_paper_config_is_valid():
     config = load_engine_config(ROOT / "config" / "paper.yaml")
     assert [c.type for c in config.components] == [
         "journal", "heartbeat", "replay", "features", "strategy_host", "model_monitor",
-        "prediction_api", "portfolio", "paper_executor", "risk",
+        "retrain_supervisor", "prediction_api", "portfolio", "paper_executor", "risk",
     ]  # fmt: skip
     assert config.api.host == "127.0.0.1"
 

@@ -19,7 +19,7 @@ import yaml
 
 from adapters.evm.anvil import rpc_call
 from engine.config_loading import load_engine_config
-from tests.paper_support import write_strategies
+from tests.paper_support import quiet_supervisors, write_strategies
 from tests.paths import ROOT
 from tests.processes import EngineProcess, free_port, process_alive
 
@@ -73,6 +73,7 @@ def demo_config(models: Path, tmp: Path, port: int) -> Path:
             settings["dir"] = str(write_strategies(models, tmp / "strategies"))
         if entry["type"] == "prediction_api":
             settings["models_dir"] = str(models)
+    quiet_supervisors(config)
     config.update(api={"host": "127.0.0.1", "port": port}, log={"format": "json"})
     path = tmp / "engine.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
