@@ -339,8 +339,13 @@ class RetrainSupervisor(Component):
         self.subscribe(Signal, self.on_signal, name=f"{self.name}.signals")
         self.register_collector(_SupervisorCollector(self))
 
+    async def on_all_started(self) -> None:
+        if self.phase is Phase.CANARY and self.settings.canary is not None:  # resumed
+            start = canary_fraction(0, self.settings.canary)
+            self._set_size(start, "canary start", f"{self.name}|canary_resumed")
+
     async def on_stop(self) -> None:
-        self.clock.cancel_timer(self._timer) if self._timer in self.clock.timer_names else None
+        self.clock.cancel_timer(self._timer)
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -826,7 +831,12 @@ class RetrainSupervisor(Component):
             )
         model = await asyncio.to_thread(self._load, version)
         self.promotions["operator"] += 1
+        challenger = self.registry.aliases(self.model_name).get("challenger")
         self._promote(model, "operator", f"{self.name}|operator|{self.clock.timestamp_ns()}")
+        if challenger not in (None, version):
+            self.registry.discard_challenger(
+                self.model_name, f"superseded: an operator promoted {version}"
+            )
         self.canary_bars = 0
         return self.status()
 
