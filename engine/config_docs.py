@@ -49,6 +49,13 @@ module to import. Limits on a config file (and a strategy file), so that no file
 hang or stall the engine: a regular file (never a FIFO or a device), at most
 {size_text(MAX_CONFIG_BYTES)}, nested at most {MAX_YAML_DEPTH} levels, YAML aliases
 repeating at most {MAX_ALIAS_VALUES:,} values in all.
+
+Values from the environment: `${{VAR}}` or `${{VAR:-default}}` in any string value of
+an engine config or a strategy file (`rpc_url: ${{ENGINE_RPC_URL}}`, `symbol:
+${{ENGINE_SYMBOL:-BTC/USDT}}`); `$$` is a literal `$`. A variable unset or empty with
+no default is an error naming the file and the field. The secret variables
+({", ".join(f"`{v}`" for v in Secrets.ENV_VARS.values())}) are refused there: the
+engine reads them itself.
 """
 
 

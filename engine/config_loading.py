@@ -16,6 +16,8 @@ few hundred bytes that expand to 10^9 values).
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,7 @@ from yaml.nodes import MappingNode, Node, SequenceNode
 from yaml.scanner import ScannerError
 
 from engine.config import ConfigError, EngineConfig, shorten, validation_problems
+from engine.config_env import interpolate
 from engine.config_paths import path_problems
 from engine.registry import resolve_component_type, validate_component_settings
 from engine.safe_files import read_regular_file
@@ -165,10 +168,12 @@ def parse_engine_config(data: dict[str, Any], source: str = "<config>") -> Engin
     return config
 
 
-def load_engine_config(path: str | Path) -> EngineConfig:
-    """Read, parse and fully validate an engine config file."""
+def load_engine_config(path: str | Path, environ: Mapping[str, str] | None = None) -> EngineConfig:
+    """Read, parse, interpolate ``${VAR}`` from ``environ`` (the process's by default;
+    :mod:`engine.config_env`) and fully validate an engine config file."""
     path = Path(path)
-    return parse_engine_config(read_yaml(path), str(path))
+    data = interpolate(read_yaml(path), os.environ if environ is None else environ, str(path))
+    return parse_engine_config(data, str(path))
 
 
 def check_runnable(config: EngineConfig, source: str = "<config>") -> None:

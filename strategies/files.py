@@ -12,6 +12,7 @@ YAML-limited, so no file in the directory can hang or stall a reload.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Literal
 from pydantic import Field, ValidationError
 
 from engine.config import COMPONENT_NAME, ConfigError, validation_problems
+from engine.config_env import interpolate
 from engine.config_loading import MAX_CONFIG_BYTES, decode_text, parse_yaml, read_config_bytes
 from engine.safe_files import read_regular_file
 from strategies.ml_direction import MLDirectionConfig
@@ -75,7 +77,7 @@ def parse_strategy_file(path: Path, data: bytes) -> StrategyFile:
     """Validate ``data`` (the bytes read from ``path``) whole; ConfigError lists every problem."""
     source = str(path)
     name = instance_name(path)
-    mapping = parse_yaml(decode_text(data, source), source)
+    mapping = interpolate(parse_yaml(decode_text(data, source), source), os.environ, source)
     try:
         settings = StrategyFileConfig.model_validate(mapping)
     except ValidationError as exc:
