@@ -3,11 +3,17 @@
 The key is held only inside :class:`Signer`; its ``repr`` and every error raised here
 name the address or the source, never the key. Signing is local (eth-account, which
 uses coincurve when it is installed: about 1 ms a transaction instead of 5.7 ms).
+
+Keystores are V3 JSON files encrypted with a password (eth-account's scrypt KDF). A
+keystore that group or others may read or write is refused: on a shared machine its
+password is the only thing between another user and the funds. :func:`new_keystore`
+writes one with mode 0600 and never overwrites a file.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +21,7 @@ from eth_account import Account
 from eth_account.datastructures import SignedTransaction
 from eth_account.signers.local import LocalAccount
 from eth_typing import ChecksumAddress
+from web3 import Web3
 
 from engine.config import Secrets
 
@@ -52,7 +59,20 @@ def signer_from_private_key(private_key: str) -> Signer:
         raise SigningKeyError("ENGINE_PRIVATE_KEY is not a valid 32-byte hex private key") from None
 
 
+def check_keystore_mode(path: Path) -> None:
+    """Refuse a keystore other users may read or write (a group/other permission bit)."""
+    try:
+        mode = path.stat().st_mode & 0o777
+    except OSError as exc:
+        raise SigningKeyError(f"cannot read keystore {path}: {exc.strerror or exc}") from None
+    if mode & 0o077:
+        raise SigningKeyError(
+            f"keystore {path} is open to group or others (mode {mode:04o}): run `chmod 600 {path}`"
+        )
+
+
 def signer_from_keystore(path: Path, password: str) -> Signer:
+    check_keystore_mode(path)
     try:
         keyfile = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
@@ -79,3 +99,30 @@ def load_signer(secrets: Secrets, keystore_path: Path | None = None) -> Signer:
             "no signing key: set ENGINE_PRIVATE_KEY, or keystore_path and ENGINE_KEYSTORE_PASSWORD"
         )
     return signer_from_private_key(secrets.private_key.get_secret_value())
+
+
+def new_keystore(path: Path, password: str) -> ChecksumAddress:
+    """Create a fresh key, write it encrypted to ``path`` (mode 0600, never over an existing
+    file) and return its address."""
+    if not password:
+        raise SigningKeyError("an empty password would leave the keystore unprotected")
+    account = Account.create()
+    keyfile = Account.encrypt(account.key, password)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise SigningKeyError(f"{path} exists: not overwriting a keystore") from None
+    except OSError as exc:
+        raise SigningKeyError(f"cannot write {path}: {exc.strerror or exc}") from None
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        json.dump(keyfile, out)
+    return account.address
+
+
+def keystore_address(path: Path) -> ChecksumAddress:
+    """The address a keystore holds the key of (no password needed: it is stored clear)."""
+    try:
+        keyfile = json.loads(path.read_text())
+        return Web3.to_checksum_address("0x" + str(keyfile["address"]).removeprefix("0x"))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise SigningKeyError(f"{path} is not a keystore: {type(exc).__name__}") from None

@@ -147,6 +147,10 @@ def test_keystore_file_with_password_from_the_environment_gives_the_same_account
     account = Account.create()
     path = tmp_path / "key.json"
     path.write_text(json.dumps(Account.encrypt(account.key, "correct horse", iterations=2)))
+    path.chmod(0o644)
+    with pytest.raises(SigningKeyError, match=r"open to group or others \(mode 0644\)"):
+        load_signer(Secrets.from_env({"ENGINE_KEYSTORE_PASSWORD": "correct horse"}), path)
+    path.chmod(0o600)
     signer = load_signer(Secrets.from_env({"ENGINE_KEYSTORE_PASSWORD": "correct horse"}), path)
     assert signer.address == account.address
     assert account.key.hex() not in repr(signer)
