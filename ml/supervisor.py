@@ -166,11 +166,12 @@ class PairedScorer:
     def bars(self) -> int:
         return len(self.champion_correct)
 
-    def _score(self, role: str, pending: _Pending, close: float) -> tuple[bool, float]:
+    def _score(self, role: str, pending: _Pending, bar: Bar) -> tuple[bool, float]:
+        close = bar.close
         correct = pending.prediction == went_up(pending.reference_close, close)
-        previous = self.positions.get((role, ""), 0.0)
+        previous = self.positions.get((role, bar.symbol), 0.0)
         position = position_after(pending.action, previous)  # type: ignore[arg-type]
-        self.positions[(role, "")] = position
+        self.positions[(role, bar.symbol)] = position
         change = close / pending.reference_close - 1.0
         return correct, net_return(position, previous, change, self.fee)
 
@@ -180,9 +181,9 @@ class PairedScorer:
         shadow = self.shadow.pop(bar.symbol, None)
         champion = champion if champion and champion.ts_event < bar.ts_event else None
         shadow = shadow if shadow and shadow.ts_event < bar.ts_event else None
-        scored = self._score("champion", champion, bar.close) if champion else None
+        scored = self._score("champion", champion, bar) if champion else None
         if shadow is not None:
-            shadow_scored = self._score("shadow", shadow, bar.close)
+            shadow_scored = self._score("shadow", shadow, bar)
             if scored is not None and shadow.ts_event == champion.ts_event:  # type: ignore[union-attr]
                 self.champion_correct.append(scored[0])
                 self.champion_returns.append(scored[1])
@@ -250,6 +251,11 @@ def timeframe_step_ns(timeframe: str) -> int:
     return 31 * 24 * NANOS_PER_HOUR if timeframe == MONTH else timeframe_ns(timeframe)
 
 
+def _serves(server: ModelServer, symbol: str) -> bool:
+    symbols = server.settings.symbols
+    return not symbols or symbol in symbols
+
+
 def _iso(ns: int) -> str:
     return datetime.fromtimestamp(ns / NANOS_PER_SECOND, UTC).isoformat().replace("+00:00", "Z")
 
@@ -293,9 +299,7 @@ class RetrainSupervisor(Component):
 
     @property
     def server(self) -> ModelServer:
-        server = (
-            None if self._servers is None else self._servers.model_server(self.settings.strategy)
-        )
+        server = self._running_server()
         if server is None:
             raise RuntimeError(
                 f"supervisor {self.name!r}: strategy {self.settings.strategy!r} is not running"
@@ -305,9 +309,7 @@ class RetrainSupervisor(Component):
     @property
     def model_name(self) -> str:
         """The supervised strategy's model ("" before start or while it is not running)."""
-        server = (
-            None if self._servers is None else self._servers.model_server(self.settings.strategy)
-        )
+        server = self._running_server()
         return "" if server is None else server.settings.model
 
     @property
@@ -407,9 +409,10 @@ class RetrainSupervisor(Component):
 
     # -- events ---------------------------------------------------------------------
 
-    def _serves(self, symbol: str) -> bool:
-        symbols = self.server.settings.symbols
-        return not symbols or symbol in symbols
+    def _running_server(self) -> ModelServer | None:
+        """The strategy, or None while it is not running (its file removed): nothing to
+        score or shadow then, and no retraining."""
+        return None if self._servers is None else self._servers.model_server(self.settings.strategy)
 
     def on_signal(self, signal: Signal) -> None:
         if signal.strategy_id != self.settings.strategy:
@@ -425,8 +428,12 @@ class RetrainSupervisor(Component):
         shadow = self.shadow_model
         if shadow is None or self.phase not in (Phase.SHADOW, Phase.CANARY):
             return
-        server = self.server
-        if features.feature_set != server.settings.feature_set or not self._serves(features.symbol):
+        server = self._running_server()
+        if (
+            server is None
+            or features.feature_set != server.settings.feature_set
+            or not _serves(server, features.symbol)
+        ):
             return
         bar = self._last_bar.get(features.symbol)
         if bar is None or bar.ts_event != features.ts_event:
@@ -452,7 +459,8 @@ class RetrainSupervisor(Component):
         )
 
     def on_bar(self, bar: Bar) -> None:
-        if not self._serves(bar.symbol):
+        server = self._running_server()
+        if server is None or not _serves(server, bar.symbol):
             return
         previous = self._last_bar.get(bar.symbol)
         if previous is not None and bar.ts_event <= previous.ts_event:
@@ -470,19 +478,18 @@ class RetrainSupervisor(Component):
             self._decide(bar)
         elif self.phase is Phase.CANARY:
             self._canary_step(bar)
-        if self.phase is Phase.IDLE:
+        # Bar-driven triggers wait out the cooldown quietly (a schedule's firing in it is
+        # counted as skipped): an alarm that persists fires once the cooldown is over.
+        if self.phase is Phase.IDLE and self.engine_now() >= self._cool_until:
             if alarm is not None:
                 self.watch.restart()  # hysteresis: judge afresh after an alarm
                 self.request_retrain(alarm[0], alarm[1], bar.correlation_id)
-            else:
-                champion = self.server.model
-                detail = model_age_due(
-                    self.settings.triggers,
-                    self.engine_now(),
-                    champion.version.trained_until_ns if champion else 0,
-                )
-                if detail and self.engine_now() >= self._cool_until:
-                    self.request_retrain("model_age", detail, bar.correlation_id)
+                return
+            champion = server.model
+            trained_until = champion.version.trained_until_ns if champion else 0
+            detail = model_age_due(self.settings.triggers, self.engine_now(), trained_until)
+            if detail:
+                self.request_retrain("model_age", detail, bar.correlation_id)
 
     def engine_now(self) -> int:
         """Engine time for ages, cooldowns and the training cut: the clock's time, but
