@@ -115,7 +115,7 @@ def compare(
         sentence = f"{winner} earned more per bar than {loser}"
     else:
         sentence = f"{name} vs {other}: difference in net return within noise"
-    sentence += f" ({mean_bps:+.2f} bps a bar, HAC p={p:.3g})"
+    sentence += f" ({name} minus {other}: {mean_bps:+.2f} bps a bar, HAC p={p:.3g})"
     if correct is not None and other_correct is not None:
         up = mcnemar_one_sided(other_correct, correct)
         down = mcnemar_one_sided(correct, other_correct)
@@ -178,9 +178,10 @@ def verdict(
             if high < 0.5
             else "containing 50% (no better than a coin)"
         )
+        versus = "above" if low > always_up else "below" if high < always_up else "containing"
         lines.append(
-            f"{name}: accuracy {f['accuracy']:.2%} [{low:.2%}, {high:.2%}], interval {where}; "
-            f"always-up scored {always_up:.2%}"
+            f"{name}: accuracy {f['accuracy']:.2%} [{low:.2%}, {high:.2%}], interval {where}, "
+            f"{versus} always-up's {always_up:.2%}"
         )
     lines += [c["verdict"] for c in comparisons]
     return lines
