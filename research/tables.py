@@ -72,7 +72,7 @@ def percentiles_table(montecarlo: Mapping[str, Any]) -> str:
 
 
 POLICY_ROWS: tuple[tuple[str, Callable[[Mapping[str, Any]], str]], ...] = (
-    ("final equity (start 1.00)", lambda f: _num(f["final_equity"])),
+    ("final equity (start 1)", lambda f: f"{f['final_equity']:.3g}"),
     ("net return, compounded", lambda f: _pct(f["net_return"])),
     ("direction accuracy [95% CI]", _accuracy),
     ("Sharpe, annualised", lambda f: _num(f["sharpe"])),
