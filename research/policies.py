@@ -18,14 +18,15 @@ return to the next close after the fee on its change (:func:`ml.pnl.net_returns`
 canary's fractional position pays the fee on ``|change|``). A prediction is correct when
 ``p > 0.5`` matches :func:`ml.labels.next_bar_direction`.
 
-Scoring in shadow and canary: each model of a pair is scored at full size on its own
-position track, both tracks starting from the position held when the window opened, so
-neither pays an entry fee the other does not. The incumbent's track in shadow is the
-position of the model in service; the new champion's track in canary is its own full-size
-position (its trading is scaled, its judgement is not). Conflicts: a challenger still in
-shadow when the next schedule point comes is replaced by the newer model (counted); a
-gate due while a canary runs waits for the canary's judgement, then decides on every
-shadow bar so far.
+Scoring in shadow and canary, as the live supervisor's scorer (``ml.supervisor``): the
+model in service on its full-size position track, continuing; the shadowed model (the
+challenger, or the previous champion during a canary) on its own full-size track,
+starting flat on the window's first bar. The new champion trades a scaled position in
+the canary, but is judged at full size. Conflicts, where this replay's rule is its own:
+a challenger still in shadow when the next schedule point comes is replaced by the newer
+model (counted; the live supervisor skips a trigger while a challenger or canary is
+under way instead); a gate due while a canary runs waits for the canary's judgement,
+then decides on every shadow bar so far.
 """
 
 from __future__ import annotations
@@ -148,14 +149,12 @@ class PolicyRun:
 class _Shadow:
     model: int
     start: int
-    start_position: float
 
 
 @dataclass
 class _Canary:
     previous: int
     start: int
-    start_position: float
 
 
 def replay_policy(
@@ -187,7 +186,7 @@ def replay_policy(
         elif arrived is not None and policy == "gated":
             if shadow is not None:
                 events.append(PolicyEvent(t, "replaced", shadow.model, f"by model {arrived}"))
-            shadow = _Shadow(arrived, t, position)
+            shadow = _Shadow(arrived, t)
             events.append(PolicyEvent(t, "challenger", arrived))
         p = models[champion].p(t)
         position = position_after(rule.action(p), position)
@@ -211,7 +210,7 @@ def replay_policy(
             kind = "promoted" if decision.promote else "rejected"
             events.append(PolicyEvent(t, kind, shadow.model, decision.reason, decision.statistics))
             if decision.promote:
-                trial = _Canary(champion, t + 1, position)
+                trial = _Canary(champion, t + 1)
                 champion = shadow.model
             shadow = None
     if shadow is not None:
@@ -251,19 +250,17 @@ def _paired(
     rule: SignalRule,
     incumbent_first: bool,
 ) -> PairedRecord:
-    """The model in service (its full-size track) beside ``other`` (its own track) on
-    bars ``window.start..last``; ``incumbent_first``: the model in service is the
-    incumbent, else the candidate."""
+    """The model in service (its full-size track, continuing) beside ``other`` (its own
+    track, from flat) on bars ``window.start..last``; ``incumbent_first``: the model in
+    service is the incumbent, else the candidate."""
     first = window.start
     returns = bars.asset_returns[first : last + 1]
+    held = float(intended[first - 1]) if first else 0.0
     served = (
         in_service_correct[first : last + 1],
-        net_returns(intended[first : last + 1], returns, rule.fee, window.start_position),
+        net_returns(intended[first : last + 1], returns, rule.fee, held),
     )
-    own = other.positions(first, last, window.start_position, rule)
-    shadowed = (
-        other.correct(first, last, bars),
-        net_returns(own, returns, rule.fee, window.start_position),
-    )
+    own = other.positions(first, last, 0.0, rule)
+    shadowed = (other.correct(first, last, bars), net_returns(own, returns, rule.fee, 0.0))
     incumbent, candidate = (served, shadowed) if incumbent_first else (shadowed, served)
     return PairedRecord.of(incumbent[0], candidate[0], incumbent[1], candidate[1])

@@ -216,3 +216,17 @@ def test_the_verdict_says_when_no_policy_beats_buy_and_hold():
     lines = verdict(figures, compare_all(good, bars, RULE.fee))
     assert lines[0] == "beats buy-and-hold at 0.05 (two-sided, HAC): never"
     assert "above 50%" in lines[1]
+
+
+def test_in_shadow_the_challenger_starts_flat_and_the_champion_continues_its_position():
+    bars = market(seed=18)
+    always_up = ModelTrack("up", 0, np.full(len(bars), 0.9))
+    also_up = ModelTrack("up2", 100, np.full(len(bars) - 100, 0.9))
+    always_pass = GateSettings(shadow_bars=60, tests=("mcnemar",), alpha=0.49)
+    gated = replay_policy("gated", bars, [always_up, also_up], RULE, always_pass, CANARY)
+
+    (rejected,) = events(gated, "rejected")  # same calls on every bar: no discordant pair
+    window = bars.asset_returns[100:160]
+    entry = (1 - RULE.fee) * (1 + window[0]) - 1  # the challenger buys on its first bar
+    assert rejected.statistics["incumbent_return"] == pytest.approx(window.sum())
+    assert rejected.statistics["candidate_return"] == pytest.approx(entry + window[1:].sum())
