@@ -222,8 +222,7 @@ def test_in_shadow_the_challenger_starts_flat_and_the_champion_continues_its_pos
     bars = market(seed=18)
     always_up = ModelTrack("up", 0, np.full(len(bars), 0.9))
     also_up = ModelTrack("up2", 100, np.full(len(bars) - 100, 0.9))
-    always_pass = GateSettings(shadow_bars=60, tests=("mcnemar",), alpha=0.49)
-    gated = replay_policy("gated", bars, [always_up, also_up], RULE, always_pass, CANARY)
+    gated = replay_policy("gated", bars, [always_up, also_up], RULE, GATE, CANARY)
 
     (rejected,) = events(gated, "rejected")  # same calls on every bar: no discordant pair
     window = bars.asset_returns[100:160]
