@@ -85,8 +85,8 @@ def _two_sided(p_greater: float, p_less: float) -> float:
 
 
 def _p(value: float) -> str:
-    """A p-value as text; below double precision's resolution it is only "tiny"."""
-    return "<1e-15" if value < 1e-15 else f"{value:.3g}"
+    """``p=…`` as text; below double precision's resolution only ``p<1e-15``."""
+    return "p<1e-15" if value < 1e-15 else f"p={value:.3g}"
 
 
 def compare(
@@ -120,7 +120,7 @@ def compare(
         sentence = f"{winner} earned more per bar than {loser}"
     else:
         sentence = f"{name} vs {other}: difference in net return within noise"
-    sentence += f" ({name} minus {other}: {mean_bps:+.2f} bps a bar, HAC p={_p(p)})"
+    sentence += f" ({name} minus {other}: {mean_bps:+.2f} bps a bar, HAC {_p(p)})"
     if correct is not None and other_correct is not None:
         up = mcnemar_one_sided(other_correct, correct)
         down = mcnemar_one_sided(correct, other_correct)
@@ -135,9 +135,9 @@ def compare(
             sentence += "; the same direction calls on every bar"
         elif p_acc < alpha:
             better = name if a_wins > b_wins else other
-            sentence += f"; {better} more accurate (McNemar p={_p(p_acc)})"
+            sentence += f"; {better} more accurate (McNemar {_p(p_acc)})"
         else:
-            sentence += f"; accuracy within noise (McNemar p={_p(p_acc)})"
+            sentence += f"; accuracy within noise (McNemar {_p(p_acc)})"
     result["verdict"] = sentence
     return result
 
