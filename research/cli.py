@@ -1,10 +1,12 @@
-"""``trade-engine backtest | walkforward | montecarlo | report``: the research commands.
+"""``trade-engine backtest | walkforward | montecarlo | policies | report``: research commands.
 
 Each run writes a directory (``--report DIR``, default ``<research-dir>/runs/<kind>-<time>``)
 with ``result.json``, ``bars.csv`` and ``report.html``, and prints its figures beside
 the buy-and-hold and always-up baselines. Backtests and walk-forwards are counted in
-``<research-dir>/trials.jsonl`` for the deflated Sharpe ratio. Exit codes follow
-``engine.cli``: 0 done, 1 failed, 2 bad usage.
+``<research-dir>/trials.jsonl`` for the deflated Sharpe ratio. ``policies`` writes
+``result.json``, ``bars.csv`` and ``result.md`` to ``--out``, which also caches its models,
+and is not counted as a trial: it selects no strategy, its verdict rests on paired tests.
+Exit codes follow ``engine.cli``: 0 done, 1 failed, 2 bad usage.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ def register(commands: Any) -> None:
     _register_backtest(commands)
     _register_walkforward(commands)
     _register_montecarlo(commands)
+    _register_policies(commands)
     report = commands.add_parser("report", help="render a research run into report.html")
     report.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run's directory")
     report.add_argument("--out", type=Path, help="HTML file (default RUN_DIR/report.html)")
@@ -143,6 +146,52 @@ def _register_montecarlo(commands: Any) -> None:
     _add_trade_rule(p)
     _add_common(p)
     p.set_defaults(handler=_cmd_montecarlo)
+
+
+def _register_policies(commands: Any) -> None:
+    from ml.promotion import CanarySettings, GateSettings
+
+    gate, canary = GateSettings(), CanarySettings()
+    p = commands.add_parser(
+        "policies",
+        help="replay never-retrain, newest-model and gated champion/challenger renewal on "
+        "the same bars, after fees",
+    )
+    p.add_argument("--data", type=Path, required=True, help="candle file")
+    p.add_argument("--start", required=True, help="first bar replayed and first model's cut")
+    p.add_argument("--end", required=True, help="last bar replayed (a date: its whole day)")
+    p.add_argument(
+        "--schedule", default="monthly", help="monthly | weekly | daily | a cron expression (UTC)"
+    )
+    p.add_argument(
+        "--window-bars", type=int, default=8760, help="candles each model trains on (rolling)"
+    )
+    p.add_argument("--out", type=Path, required=True, help="results, and the model cache")
+    p.add_argument("--feature-set", default="stationary", help="seed | stationary")
+    p.add_argument("--time-limit", type=float, default=20.0, help="seconds per fit")
+    p.add_argument("--presets", default="medium_quality")
+    p.add_argument(
+        "--infer-limit-ms", type=float, default=2.0, help="per-row latency budget; 0: none"
+    )
+    p.add_argument("--hyperparameters", help='JSON AutoGluon hyperparameters, e.g. {"GBM": {}}')
+    p.add_argument("--num-cpus", type=int, default=1, help="cores per fit")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--shadow-bars", type=int, default=gate.shadow_bars)
+    p.add_argument("--gate-tests", nargs="+", choices=("mcnemar", "pnl"), default=list(gate.tests))
+    p.add_argument("--alpha", type=float, default=gate.alpha, help="gate and verdict level")
+    p.add_argument("--initial-fraction", type=float, default=canary.initial_fraction)
+    p.add_argument("--ramp-bars", type=int, default=canary.ramp_bars)
+    p.add_argument("--accuracy-margin", type=float, default=canary.accuracy_margin)
+    p.add_argument("--return-margin", type=float, default=canary.return_margin)
+    p.add_argument("--high-confidence", type=float, default=0.7)
+    p.add_argument("--medium-confidence", type=float, default=0.5)
+    p.add_argument(
+        "--trade-on", choices=("high", "medium"), default="medium", help="lowest level traded"
+    )
+    p.add_argument(
+        "--fee-bps", type=float, default=float(FEE_BPS), help="fee per swap (30 = 0.3%%)"
+    )
+    p.set_defaults(handler=_cmd_policies, horizon=1)  # the replay scores the next bar
 
 
 def _fail(command: str, code: int, message: str) -> int:
@@ -269,6 +318,42 @@ def _cmd_montecarlo(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError) as exc:
         return _fail("montecarlo", EXIT_USAGE, str(exc))
     _finish(args, "montecarlo", document, None, None)
+    return EXIT_OK
+
+
+def _cmd_policies(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from ml.features import get_feature_set
+    from research import runs
+    from research.commands import run_policies_command
+    from research.tables import policies_table
+
+    try:
+        settings = dataclasses.replace(_train_settings(args), num_cpus=args.num_cpus)
+        get_feature_set(settings.feature_set)
+        if not args.data.exists():
+            raise ValueError(f"{args.data}: no such candle file")
+    except ValueError as exc:
+        return _fail("policies", EXIT_USAGE, str(exc))
+    try:
+        document, bars, lines = run_policies_command(args, settings)
+    except ValidationError as exc:
+        return _fail("policies", EXIT_USAGE, str(exc))
+    except ValueError as exc:  # bad data, span or schedule; LeakageError is a ValueError too
+        return _fail("policies", EXIT_FAILURE, str(exc))
+    runs.write_run(args.out, document, bars)
+    table = policies_table(document["figures"])
+    verdict = "\n".join(f"- {line}" for line in lines)
+    (args.out / "result.md").write_text(
+        f"`{document['command']}`\n\n{table}\n\nVerdict (paired tests on the same bars, "
+        f"alpha {args.alpha:g}):\n\n{verdict}\n",
+        encoding="utf-8",
+    )
+    print(f"{table}\n\n{verdict}\n")
+    seconds = document["seconds"]
+    print(f"wall {seconds['total']:.0f} s (models {seconds['models']:.0f} s)")
+    print(f"{args.out}/result.json\n{args.out}/result.md")
     return EXIT_OK
 
 

@@ -9,13 +9,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from engine.candles import read_candles
+from engine.candles import read_candles, utc_timestamp
 from engine.timeframes import timeframe_seconds
 from ml.labels import forward_return, make_dataset
 from ml.training import TrainSettings
@@ -215,3 +216,102 @@ def run_montecarlo_command(
         "data": runs.describe_data(args.data),
         "montecarlo": result.to_dict(),
     }
+
+
+def run_policies_command(
+    args: argparse.Namespace, settings: TrainSettings
+) -> tuple[dict[str, Any], pd.DataFrame, list[str]]:
+    """Train a model at each schedule point (or find it cached under ``args.out``), replay
+    the three renewal policies on the same bars, compare them; returns the document, the
+    per-bar table and the verdict lines."""
+    from ml.promotion import CanarySettings, GateSettings
+    from research.policies import POLICIES, SignalRule, replay_policy
+    from research.policy_figures import (
+        BUY_AND_HOLD,
+        baseline_figures,
+        compare_all,
+        policy_figures,
+        verdict,
+    )
+    from research.policy_models import PolicyModels, replay_data, schedule_points
+
+    started = time.perf_counter()
+    gate = GateSettings(
+        shadow_bars=args.shadow_bars, tests=tuple(args.gate_tests), alpha=args.alpha
+    )
+    canary = CanarySettings(
+        initial_fraction=args.initial_fraction,
+        ramp_bars=args.ramp_bars,
+        accuracy_margin=args.accuracy_margin,
+        return_margin=args.return_margin,
+    )
+    rule = SignalRule(
+        args.high_confidence, args.medium_confidence, args.trade_on, args.fee_bps / 1e4
+    )
+    frame, timeframe, _ = read_candles(args.data)
+    start, end = utc_timestamp(args.start), utc_timestamp(args.end)
+    if len(args.end) == 10:  # a date: its whole day
+        end += pd.Timedelta(days=1) - pd.Timedelta(1, "ns")
+    data = replay_data(frame, settings.feature_set, start, end)
+    described = runs.describe_data(args.data)
+    points = schedule_points(start, data.timestamps.iloc[-1], args.schedule)
+    models = PolicyModels(args.out, frame, timeframe, described, settings, args.window_bars)
+    print(f"{len(points)} schedule points, {len(data.bars)} bars to replay", file=sys.stderr)
+    tracks = [models.track(point, data) for point in points]
+    trained = time.perf_counter() - started
+    replays = {p: replay_policy(p, data.bars, tracks, rule, gate, canary) for p in POLICIES}
+    bar_seconds = float(timeframe_seconds(timeframe))
+    figures = {p: policy_figures(run, data.bars, bar_seconds) for p, run in replays.items()}
+    figures[BUY_AND_HOLD] = baseline_figures(data.bars, rule.fee, bar_seconds)
+    comparisons = compare_all(replays, data.bars, rule.fee, gate.alpha)
+    lines = verdict(figures, comparisons, gate.alpha)
+    stamps = data.timestamps.reset_index(drop=True)
+    document = {
+        **runs.run_header("policies"),
+        "data": described,
+        "config": {
+            "start": str(start),
+            "end": str(end),
+            "schedule": args.schedule,
+            "window_bars": args.window_bars,
+            "settings": settings.to_json(),
+            "rule": dataclasses.asdict(rule),
+            "gate": gate.model_dump(),
+            "canary": canary.model_dump(),
+        },
+        "replayed_bars": {
+            "count": len(data.bars),
+            "first": str(stamps.iloc[0]),
+            "last": str(stamps.iloc[-1]),
+        },
+        "schedule_points": [str(p) for p in points],
+        "models": models.log,
+        "figures": figures,
+        "comparisons": comparisons,
+        "verdict": lines,
+        "events": {
+            p: [
+                {
+                    **dataclasses.asdict(e),
+                    "time": str(stamps.iloc[e.bar]),
+                    "version": tracks[e.model].label,
+                }
+                for e in run.events
+            ]
+            for p, run in replays.items()
+            if p != "never"
+        },
+        "seconds": {"models": trained, "total": time.perf_counter() - started},
+    }
+    bars = pd.DataFrame(
+        {"timestamp": stamps, "asset_return": data.bars.asset_returns, "up": data.bars.up}
+    )
+    for p, run in replays.items():
+        bars[f"{p}_model"] = run.in_service
+        bars[f"{p}_position"] = run.positions
+        bars[f"{p}_return"] = run.returns
+        bars[f"{p}_correct"] = run.correct.astype(int)
+    bars["gated_canary"] = replays["gated"].in_canary.astype(int)
+    bars.index = data.features.index
+    bars.index.name = "row"
+    return document, bars, lines

@@ -69,3 +69,33 @@ def percentiles_table(montecarlo: Mapping[str, Any]) -> str:
     lines = ["| strategy | figure | " + " | ".join(header) + " |"]
     lines.append("|---|---|" + "---|" * len(header))
     return "\n".join(lines + [row + " |" for row in rows])
+
+
+POLICY_ROWS: tuple[tuple[str, Callable[[Mapping[str, Any]], str]], ...] = (
+    ("final equity (start 1)", lambda f: f"{f['final_equity']:.3g}"),
+    ("net return, compounded", lambda f: _pct(f["net_return"])),
+    ("direction accuracy [95% CI]", _accuracy),
+    ("Sharpe, annualised", lambda f: _num(f["sharpe"])),
+    ("max drawdown", lambda f: _pct(f["max_drawdown"])),
+    ("exposure", lambda f: _pct(f["exposure"])),
+    ("position changes", lambda f: str(f["position_changes"])),
+    ("retrains (models offered)", lambda f: str(f.get("retrains", "—"))),
+    ("models that served", lambda f: str(f.get("models_in_service", "—"))),
+    ("promotions", lambda f: str(f.get("promotions", "—"))),
+    ("rejected by the gate", lambda f: str(f.get("rejections", "—"))),
+    ("rollbacks", lambda f: str(f.get("rollbacks", "—"))),
+    ("challengers replaced in shadow", lambda f: str(f.get("challengers_replaced", "—"))),
+    ("bars in canary", lambda f: str(f.get("bars_in_canary", "—"))),
+    ("bars", lambda f: str(f["bars"])),
+)
+
+
+def policies_table(figures: Mapping[str, Mapping[str, Any]]) -> str:
+    """Markdown table of replayed policies, buy-and-hold last (its accuracy: always up)."""
+    titles = {"buy_and_hold": "buy & hold (accuracy: always up)"}
+    names = list(figures)
+    lines = ["| figure | " + " | ".join(titles.get(n, f"`{n}`") for n in names) + " |"]
+    lines.append("|---|" + "---|" * len(names))
+    for label, render in POLICY_ROWS:
+        lines.append(f"| {label} | " + " | ".join(render(figures[n]) for n in names) + " |")
+    return "\n".join(lines)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import Field, ValidationInfo, field_validator
 
@@ -30,7 +30,7 @@ from engine.component import Component, ComponentContext
 from engine.config import StrictModel
 from engine.config_paths import DATA_FILE, NEW_DIRECTORY
 from engine.events import Action, Confidence, Features, Signal
-from ml.confidence import confidence_level
+from ml.confidence import TradeOn, action_of, confidence_level, trading_levels
 from ml.pipeline import train_from_file
 from ml.registry import ModelRegistry
 from ml.serving import ServingModel, TimeframeMismatchError, check_timeframe
@@ -56,7 +56,7 @@ class MLDirectionConfig(StrictModel):
     symbols: tuple[str, ...] = Field((), description="Only these symbols (empty: all).")
     high_confidence: float = Field(0.7, gt=0.5, lt=1, description="`high` above this.")
     medium_confidence: float = Field(0.5, ge=0.5, lt=1, description="`medium` above this.")
-    trade_on: Literal["high", "medium"] = Field(
+    trade_on: TradeOn = Field(
         "high", description="Lowest confidence that makes the rule BUY or SELL."
     )
     train_if_missing: FirstModelConfig | None = Field(
@@ -99,9 +99,7 @@ class ActiveConfig:
     def of(
         cls, settings: MLDirectionConfig, model: ServingModel, version: int, content_hash: str
     ) -> ActiveConfig:
-        trading: frozenset[Confidence] = frozenset(
-            ("high",) if settings.trade_on == "high" else ("high", "medium")
-        )
+        trading = trading_levels(settings.trade_on)
         symbols = frozenset(settings.symbols)
         timeframe = model.version.timeframe
         return cls(settings, model, version, content_hash, symbols, trading, timeframe)
@@ -345,9 +343,3 @@ class MLDirectionStrategy(Component):
 
 def confidence_of(probability_up: float, settings: MLDirectionConfig) -> Confidence:
     return confidence_level(probability_up, settings.high_confidence, settings.medium_confidence)
-
-
-def action_of(prediction: int, confidence: Confidence, trading: frozenset[Confidence]) -> Action:
-    if confidence not in trading:
-        return "HOLD"
-    return "BUY" if prediction == 1 else "SELL"
