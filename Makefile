@@ -11,11 +11,12 @@ PYTEST_ARGS ?=
 # The Prometheus integration test runs a real server: the Debian package `prometheus`.
 PROMETHEUS := $(or $(shell command -v prometheus),/usr/bin/prometheus)
 
-.PHONY: help install run test lint format docs bench clean
+.PHONY: help install run test soak lint format docs bench clean
 
 help:
 	@echo "make run    set up, then run the daemon on $(CONFIG) (Ctrl-C stops it)"
 	@echo "make test   set up (and apt-get install prometheus if missing), then lint and test"
+	@echo "make soak   the load tests make test leaves out (minutes: 1,000 slow clients, ...)"
 	@echo "make bench  set up (with the reference libraries), then run bench/ (BENCHES=bus ...)"
 	@echo "make docs   regenerate docs/configuration.md from the config models"
 
@@ -62,6 +63,10 @@ lint: install
 
 test: lint $(PROMETHEUS)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Opt-in: minutes of load each; run before calling an HTTP or hostile-input change done.
+soak: install $(PROMETHEUS)
+	$(BIN)/python -m pytest -m soak $(PYTEST_ARGS)
 
 format: install
 	$(BIN)/ruff check --fix .

@@ -264,6 +264,7 @@ def health_latency(port: int) -> float:
     return time.perf_counter() - started if ok else math.inf
 
 
+@pytest.mark.soak
 @pytest.mark.timeout(240)
 def test_slow_a_thousand_slow_clients_for_a_minute_keep_fds_capped_and_health_fast(tmp_path):
     """SLOW, about 65 s: the acceptance run. 1,000 clients trickle headers and bodies for
