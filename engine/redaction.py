@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Collection, Iterable
 from typing import Any
+from urllib.parse import urlsplit
 
 REDACTED = "[REDACTED]"
 MIN_SECRET_CHARS = 8
@@ -57,3 +58,26 @@ class Redactor:
         if isinstance(value, list | tuple):
             return [self.scrub_value(v, public) for v in value]
         return value
+
+
+def url_origin(url: str) -> str:
+    """What a log may show of a URL: its scheme, host and port.
+
+    RPC providers put API keys in the path (``https://mainnet.infura.io/v3/<key>``), the
+    query or the user-info part, so those are dropped."""
+    parts = urlsplit(url)
+    if not parts.scheme or not parts.hostname:
+        return REDACTED
+    port = f":{parts.port}" if parts.port is not None else ""
+    return f"{parts.scheme}://{parts.hostname}{port}"
+
+
+def scrub_url(text: str, url: str) -> str:
+    """``text`` with ``url`` shown as its origin, and its path, query and user-info (an
+    API key, perhaps, quoted apart from the rest) redacted."""
+    text = text.replace(url, url_origin(url))
+    parts = urlsplit(url)
+    for piece in (parts.path.strip("/"), parts.query, parts.username, parts.password):
+        if piece and len(piece) >= MIN_SECRET_CHARS:
+            text = text.replace(piece, REDACTED)
+    return text
