@@ -35,7 +35,7 @@ class PathRule:
 
     def describe(self) -> str:
         if self.private:
-            return f"an existing {self.kind} only its owner may read (mode 0600)"
+            return f"an existing {self.kind} only its owner may read, as `chmod 600` leaves it"
         if self.must_exist:
             return f"an existing {self.kind}"
         return f"a {self.kind}, or where one can be created"
