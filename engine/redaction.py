@@ -10,6 +10,10 @@
 
 A transaction hash has the same shape as a key. Text that names known public hashes
 passes them as ``public`` to keep them readable; a known secret is redacted regardless.
+
+RPC URLs are half secret: providers put API keys in their path or query.
+:func:`url_origin` is what a log may show of one, :func:`scrub_url` cleans text that
+quotes one (an error message from a tool that was given it).
 """
 
 from __future__ import annotations
@@ -77,7 +81,10 @@ def scrub_url(text: str, url: str) -> str:
     API key, perhaps, quoted apart from the rest) redacted."""
     text = text.replace(url, url_origin(url))
     parts = urlsplit(url)
-    for piece in (parts.path.strip("/"), parts.query, parts.username, parts.password):
-        if piece and len(piece) >= MIN_SECRET_CHARS:
+    pieces = [parts.path.strip("/"), *parts.path.split("/"), parts.query]
+    pieces += [value for _, _, value in (p.partition("=") for p in parts.query.split("&"))]
+    pieces += [parts.username or "", parts.password or ""]
+    for piece in sorted(pieces, key=len, reverse=True):
+        if len(piece) >= MIN_SECRET_CHARS:
             text = text.replace(piece, REDACTED)
     return text
