@@ -31,8 +31,11 @@ class PathRule:
     kind: Literal["file", "directory"]
     must_exist: bool
     data_roots: bool = False  # ``samples/NAME`` names a file of a registered data root
+    private: bool = False  # no permission bit for group or others (a keystore)
 
     def describe(self) -> str:
+        if self.private:
+            return f"an existing {self.kind} only its owner may read, as `chmod 600` leaves it"
         if self.must_exist:
             return f"an existing {self.kind}"
         return f"a {self.kind}, or where one can be created"
@@ -43,6 +46,13 @@ DATA_FILE = PathRule("file", must_exist=True, data_roots=True)
 EXISTING_DIRECTORY = PathRule("directory", must_exist=True)
 NEW_FILE = PathRule("file", must_exist=False)
 NEW_DIRECTORY = PathRule("directory", must_exist=False)
+# A keystore: its password is all that stands between another user and the key.
+PRIVATE_FILE = PathRule("file", must_exist=True, private=True)
+
+
+def open_to_others(mode: int) -> bool:
+    """Whether a file's mode gives group or others any permission (keystores may not)."""
+    return bool(mode & 0o077)
 
 
 def _is_kind(mode: int, kind: str) -> bool:
@@ -66,9 +76,14 @@ def check_path(value: str | os.PathLike[str], rule: PathRule) -> str | None:
     except OSError as exc:
         return f"{shown}: cannot check: {exc.strerror or exc}"
     if mode is not None:
-        if _is_kind(mode, rule.kind):
-            return None
-        return f"{shown} is {file_kind(mode)}, not {_wanted(rule.kind)}"
+        if not _is_kind(mode, rule.kind):
+            return f"{shown} is {file_kind(mode)}, not {_wanted(rule.kind)}"
+        if rule.private and open_to_others(mode):
+            return (
+                f"{shown} is open to group or others (mode {mode & 0o777:04o}): "
+                f"run `chmod 600 {shorten(str(path), PATH_CHARS)}`"
+            )
+        return None
     if rule.must_exist:
         return f"{shown} does not exist"
     # Created when the component starts: the nearest existing ancestor must let it be.

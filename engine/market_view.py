@@ -35,6 +35,9 @@ class MarketView(Protocol):
     def last_bar_time_ns(self, symbol: str) -> int | None:
         """Engine-clock time (``ts_init``) the last bar was received; None before any."""
 
+    def last_bar(self, symbol: str) -> Bar | None:
+        """The last bar itself; None before any."""
+
     def reserves(self, symbol: str) -> tuple[int, int] | None:
         """The pool's ``(base_reserve, quote_reserve)`` in base units; None if unknown."""
 

@@ -10,6 +10,10 @@
 
 A transaction hash has the same shape as a key. Text that names known public hashes
 passes them as ``public`` to keep them readable; a known secret is redacted regardless.
+
+RPC URLs are half secret: providers put API keys in their path or query.
+:func:`url_origin` is what a log may show of one, :func:`scrub_url` cleans text that
+quotes one (an error message from a tool that was given it).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import re
 from collections.abc import Collection, Iterable
 from typing import Any
+from urllib.parse import urlsplit
 
 REDACTED = "[REDACTED]"
 MIN_SECRET_CHARS = 8
@@ -57,3 +62,29 @@ class Redactor:
         if isinstance(value, list | tuple):
             return [self.scrub_value(v, public) for v in value]
         return value
+
+
+def url_origin(url: str) -> str:
+    """What a log may show of a URL: its scheme, host and port.
+
+    RPC providers put API keys in the path (``https://mainnet.infura.io/v3/<key>``), the
+    query or the user-info part, so those are dropped."""
+    parts = urlsplit(url)
+    if not parts.scheme or not parts.hostname:
+        return REDACTED
+    port = f":{parts.port}" if parts.port is not None else ""
+    return f"{parts.scheme}://{parts.hostname}{port}"
+
+
+def scrub_url(text: str, url: str) -> str:
+    """``text`` with ``url`` shown as its origin, and its path, query and user-info (an
+    API key, perhaps, quoted apart from the rest) redacted."""
+    text = text.replace(url, url_origin(url))
+    parts = urlsplit(url)
+    pieces = [parts.path.strip("/"), *parts.path.split("/"), parts.query]
+    pieces += [value for _, _, value in (p.partition("=") for p in parts.query.split("&"))]
+    pieces += [parts.username or "", parts.password or ""]
+    for piece in sorted(pieces, key=len, reverse=True):
+        if len(piece) >= MIN_SECRET_CHARS:
+            text = text.replace(piece, REDACTED)
+    return text

@@ -67,6 +67,7 @@ from engine.market_view import MarketView
 from engine.portfolio import Portfolio, PortfolioView, drawdown_fraction
 from engine.reasons import Reason
 from engine.risk_config import RiskConfig
+from engine.timeframes import timeframe_ns
 
 NANOS_PER_DAY = 86_400 * NANOS_PER_SECOND
 GWEI = 10**9
@@ -448,7 +449,25 @@ class RiskManager(Component):
                 Reason.STALE_MARKET_DATA,
                 f"last {symbol} bar is {age_s:.0f}s old > {self.settings.max_bar_age_seconds:g}s",
             )
+        self._check_candle_delay(symbol)
         return price
+
+    def _check_candle_delay(self, symbol: str) -> None:
+        """A candle that arrived long after it closed (warm-up history, a backlog) is
+        never traded. Judged on the bar's own times, so the verdict is the same whenever
+        the bar is looked at."""
+        limit = self.settings.max_candle_delay_bars
+        bar = self.market.last_bar(symbol) if limit is not None else None
+        if limit is None or bar is None:
+            return
+        length = timeframe_ns(bar.timeframe)
+        delay = bar.ts_init - bar.ts_event
+        if delay > limit * length:
+            raise Rejected(
+                Reason.STALE_MARKET_DATA,
+                f"the {symbol} {bar.timeframe} candle arrived {delay / length:.1f} candles "
+                f"after it closed > {limit:g} (warm-up history or a backlog: not traded)",
+            )
 
     def _size_buy(self, inst: Instrument, strategy_id: str) -> tuple[int, float]:
         s = self.settings

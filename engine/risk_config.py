@@ -47,6 +47,15 @@ class RiskConfig(StrictModel):
         description="Reject when the symbol's last bar was received longer ago than this "
         "(engine clock); two bars of the timeframe is a good value.",
     )
+    max_candle_delay_bars: float | None = Field(
+        None,
+        gt=0,
+        description="Reject a signal whose candle reached the engine more than this many "
+        "candle lengths after it closed (the bar's `ts_init` - `ts_event`): the warm-up "
+        "history a live feed publishes at start, and a backlog fetched after an outage, feed "
+        "the indicators but are never traded. Unset: off (a replay on the wall clock "
+        "delivers candles years after they closed).",
+    )
     slippage_tolerance_bps: int = Field(
         50,
         ge=0,

@@ -169,26 +169,30 @@ class RpcProxy:
     ``intercept(method, params)`` sees every single (non-batch) request before it is
     forwarded, and returns False to swallow it: the node never sees it, and the caller
     gets no answer for ``hold_seconds`` (past its timeout), as if the request were lost.
+    It answers on ``path`` (a provider's URL carries an API key there).
     """
 
-    def __init__(self, upstream: str, intercept: Intercept, hold_seconds: float = 1.0) -> None:
+    def __init__(
+        self, upstream: str, intercept: Intercept, hold_seconds: float = 1.0, path: str = "/"
+    ) -> None:
         self.upstream = upstream
         self.intercept = intercept
         self.hold_seconds = hold_seconds
+        self.path = path
         self.url = ""
         self._runner: web.AppRunner | None = None
         self._session: ClientSession | None = None
 
     async def start(self) -> str:
         app = web.Application()
-        app.router.add_post("/", self._forward)
+        app.router.add_post(self.path, self._forward)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         self._session = ClientSession()
-        self.url = f"http://127.0.0.1:{port}"
+        self.url = f"http://127.0.0.1:{port}{self.path.rstrip('/')}"
         return self.url
 
     async def stop(self) -> None:

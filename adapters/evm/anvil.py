@@ -30,6 +30,7 @@ from types import TracebackType
 from typing import Any
 
 from engine.child_processes import dies_with
+from engine.redaction import scrub_url, url_origin
 
 ROOT = Path(__file__).resolve().parents[2]
 # The repository's own node_modules; ENGINE_NODE_MODULES points elsewhere when the
@@ -92,7 +93,15 @@ def _process_state(pid: int) -> str:
 
 @dataclass
 class AnvilOptions:
-    """How the chain mines: ``block_time`` None means automine (a block per tx)."""
+    """How the chain mines: ``block_time`` None means automine (a block per tx).
+
+    ``fork_url`` forks that chain (``--fork-url``, at ``fork_block_number`` or its latest
+    block): state is fetched from it on demand, nothing is ever sent to it. The fork keeps
+    ``chain_id`` (31337 unless set), so a transaction signed on it is invalid on the
+    forked chain (EIP-155). The URL may carry a provider's API key: errors show only its
+    origin (:func:`engine.redaction.url_origin`); on a shared machine mind that other
+    users can read a process's arguments.
+    """
 
     block_time: float | None = None
     automine: bool = True
@@ -100,7 +109,16 @@ class AnvilOptions:
     chain_id: int = 31337
     accounts: int = 2
     balance_eth: int = 10_000
+    fork_url: str | None = None
+    fork_block_number: int | None = None
     extra_args: list[str] = field(default_factory=list)
+
+    def __repr__(self) -> str:  # the fork URL may hold an API key
+        fork = url_origin(self.fork_url) if self.fork_url else None
+        return (
+            f"AnvilOptions(port={self.port}, chain_id={self.chain_id}, fork={fork!r}, "
+            f"fork_block_number={self.fork_block_number})"
+        )
 
 
 class Anvil:
@@ -139,6 +157,10 @@ class Anvil:
             str(opts.balance_eth),
             "--silent",
         ]
+        if opts.fork_url is not None:
+            argv += ["--fork-url", opts.fork_url]
+            if opts.fork_block_number is not None:
+                argv += ["--fork-block-number", str(opts.fork_block_number)]
         if opts.block_time is not None:
             argv += ["--block-time", str(opts.block_time)]
         elif not opts.automine:
@@ -161,6 +183,8 @@ class Anvil:
                 self.startup_seconds = time.perf_counter() - started
                 return self
             err = self._stop_and_read_stderr()
+            if self.options.fork_url:
+                err = scrub_url(err, self.options.fork_url)
             if self.options.port or "in use" not in err.lower():
                 raise AnvilError(f"anvil did not answer eth_chainId within {timeout}s: {err}")
         raise AnvilError("anvil could not bind a free port after 3 attempts")

@@ -24,6 +24,7 @@ from eth_typing import ChecksumAddress
 from web3 import Web3
 
 from engine.config import Secrets
+from engine.config_paths import open_to_others
 
 
 class SigningKeyError(RuntimeError):
@@ -65,7 +66,7 @@ def check_keystore_mode(path: Path) -> None:
         mode = path.stat().st_mode & 0o777
     except OSError as exc:
         raise SigningKeyError(f"cannot read keystore {path}: {exc.strerror or exc}") from None
-    if mode & 0o077:
+    if open_to_others(mode):
         raise SigningKeyError(
             f"keystore {path} is open to group or others (mode {mode:04o}): run `chmod 600 {path}`"
         )

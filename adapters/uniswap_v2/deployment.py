@@ -1,4 +1,5 @@
-"""Deploy WETH9, two test tokens, the Uniswap V2 Factory and Router02, and seed a pool.
+"""Deploy WETH9, two test tokens, the Uniswap V2 Factory and Router02, and seed a pool;
+or describe a Uniswap V2 already on a (forked) chain, and buy its tokens with ETH.
 
 All bytecode comes from the npm artifacts (see :mod:`adapters.uniswap_v2.artifacts`). The
 two tokens are the periphery package's test ``ERC20`` (fixed 18 decimals, the whole
@@ -7,7 +8,9 @@ Router come from the same packages on purpose: Router02 embeds the init-code has
 the npm Pair bytecode, not mainnet's.
 
 Deployment sends from an unlocked dev account (``eth_sendTransaction``), so it only
-works on a dev chain such as anvil.
+works on a dev chain such as anvil. So does funding: on a fork, :func:`buy_with_eth` has
+the dev account swap its ETH for the tokens on the forked router (WETH path), so no token
+is ever minted and no storage is patched.
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ CALL_GAS = 500_000
 
 @dataclass(frozen=True, slots=True)
 class UniswapV2Deployment:
-    """Addresses and token facts of one deployment; ``symbol`` is ``BASE/QUOTE``."""
+    """Addresses and token facts of one deployment (or of a forked chain's Uniswap V2,
+    ``deployer`` then the dev account that funds); ``symbol`` is ``BASE/QUOTE``."""
 
     chain_id: int
     deployer: ChecksumAddress
@@ -156,3 +160,113 @@ async def fund_account(
             await _send(w3, tx)
     if eth_wei:
         await w3.provider.make_request("anvil_setBalance", [account, hex(eth_wei)])  # type: ignore[arg-type]
+
+
+async def existing_uniswap_v2(
+    w3: AsyncWeb3[Any],
+    *,
+    router: ChecksumAddress,
+    base_token: ChecksumAddress,
+    quote_token: ChecksumAddress,
+    symbol: str = "BASE/QUOTE",
+) -> UniswapV2Deployment:
+    """The Uniswap V2 at ``router`` on a dev chain (a fork), as a deployment: its WETH,
+    factory and the ``base_token``/``quote_token`` pair, which must exist."""
+    started = time.perf_counter()
+    deployer = w3.to_checksum_address((await w3.eth.accounts)[0])
+    router_c = w3.eth.contract(address=router, abi=router_abi())
+    if not await w3.eth.get_code(router):
+        raise RuntimeError(f"no contract at router {router} on the forked chain")
+    factory = w3.to_checksum_address(await router_c.functions.factory().call())
+    weth = w3.to_checksum_address(await router_c.functions.WETH().call())
+    factory_c = w3.eth.contract(address=factory, abi=load_artifact(CORE, "UniswapV2Factory").abi)
+    pair = w3.to_checksum_address(await factory_c.functions.getPair(base_token, quote_token).call())
+    if int(pair, 16) == 0:
+        raise RuntimeError(f"no Uniswap V2 pair for {symbol} at factory {factory}")
+    decimals = [
+        int(await w3.eth.contract(address=token, abi=erc20_abi()).functions.decimals().call())
+        for token in (base_token, quote_token)
+    ]
+    return UniswapV2Deployment(
+        chain_id=await w3.eth.chain_id,
+        deployer=deployer,
+        weth=weth,
+        factory=factory,
+        router=router,
+        pair=pair,
+        base_token=base_token,
+        quote_token=quote_token,
+        base_decimals=decimals[0],
+        quote_decimals=decimals[1],
+        base_is_token0=int(base_token, 16) < int(quote_token, 16),
+        block_number=await w3.eth.block_number,
+        deploy_seconds=time.perf_counter() - started,
+        symbol=symbol,
+    )
+
+
+async def buy_with_eth(
+    w3: AsyncWeb3[Any],
+    deployment: UniswapV2Deployment,
+    recipient: ChecksumAddress,
+    token: ChecksumAddress,
+    amount: int,
+) -> int:
+    """Get ``amount`` base units of ``token`` to ``recipient`` for the dev account's ETH:
+    wrapped if ``token`` is WETH, else bought on the router through the WETH/``token``
+    pool (``swapETHForExactTokens``). Returns the wei spent. Dev chains only: the dev
+    account's balance is topped up with ``anvil_setBalance`` first."""
+    payer = deployment.deployer
+    weth = deployment.weth
+    if token == weth:
+        wei = amount
+    else:
+        router = w3.eth.contract(address=deployment.router, abi=router_abi())
+        try:
+            wei = (await router.functions.getAmountsIn(amount, [weth, token]).call())[0]
+        except Exception as exc:
+            raise RuntimeError(
+                f"cannot buy {token} with ETH: no WETH/{token} pool with the liquidity on "
+                f"router {deployment.router} ({type(exc).__name__})"
+            ) from None
+    balance = await w3.eth.get_balance(payer)
+    await w3.provider.make_request("anvil_setBalance", [payer, hex(balance + wei + 10**18)])  # type: ignore[arg-type]
+    send: TxParams = {"from": payer, "gas": CALL_GAS, "value": wei}  # type: ignore[typeddict-item]
+    if token == weth:
+        weth_c = w3.eth.contract(address=weth, abi=load_artifact(PERIPHERY, "WETH9").abi)
+        await _send(w3, await weth_c.functions.deposit().build_transaction(send))
+        transfer = weth_c.functions.transfer(recipient, amount)
+        await _send(w3, await transfer.build_transaction({"from": payer, "gas": CALL_GAS}))
+        return wei
+    block = await w3.eth.get_block("latest")
+    swap = router.functions.swapETHForExactTokens(
+        amount, [weth, token], recipient, block["timestamp"] + 3600
+    )
+    await _send(w3, await swap.build_transaction(send))
+    return wei
+
+
+async def add_eth_liquidity(
+    w3: AsyncWeb3[Any],
+    deployment: UniswapV2Deployment,
+    token: ChecksumAddress,
+    token_amount: int,
+    wei: int,
+) -> ChecksumAddress:
+    """Seed a WETH/``token`` pool from the deployer (who holds the test tokens): what
+    :func:`buy_with_eth` needs on a chain that will be forked. Returns the pair."""
+    deployer = deployment.deployer
+    token_c = w3.eth.contract(address=token, abi=erc20_abi())
+    approve = token_c.functions.approve(deployment.router, MAX_UINT256)
+    await _send(w3, await approve.build_transaction({"from": deployer, "gas": CALL_GAS}))
+    router = w3.eth.contract(address=deployment.router, abi=router_abi())
+    block = await w3.eth.get_block("latest")
+    add = router.functions.addLiquidityETH(
+        token, token_amount, 0, 0, deployer, block["timestamp"] + 3600
+    )
+    send: TxParams = {"from": deployer, "gas": DEPLOY_GAS, "value": wei}  # type: ignore[typeddict-item]
+    await _send(w3, await add.build_transaction(send))
+    factory = w3.eth.contract(
+        address=deployment.factory, abi=load_artifact(CORE, "UniswapV2Factory").abi
+    )
+    return w3.to_checksum_address(await factory.functions.getPair(deployment.weth, token).call())

@@ -16,11 +16,32 @@ import structlog
 from engine.config import PROBLEM_CHARS, ConfigError
 from engine.config_loading import load_engine_config
 from engine.logs import configure_logging
-from engine.redaction import REDACTED, Redactor
+from engine.redaction import REDACTED, Redactor, scrub_url, url_origin
 
 KEY = "0x" + "4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318"
 OTHER_KEY = "0x" + "ab" * 32
 TX_HASH = "0x" + "12" * 32
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("https://mainnet.infura.io/v3/0123456789abcdef", "https://mainnet.infura.io"),
+        ("https://user:pass1234@node.example:8545/rpc?key=abc", "https://node.example:8545"),
+        ("http://127.0.0.1:8545", "http://127.0.0.1:8545"),
+        ("not a url", REDACTED),
+    ],
+)
+def test_a_url_is_shown_by_its_origin_only(url, shown):
+    assert url_origin(url) == shown
+
+
+def test_scrub_url_replaces_the_url_and_its_key_quoted_apart():
+    url = "https://eth.provider.example/v2/SeCrEtKeY0123456789"
+    text = f"error sending request for url ({url}); key SeCrEtKeY0123456789 rejected"
+    scrubbed = scrub_url(text, url)
+    assert "SeCrEtKeY0123456789" not in scrubbed
+    assert "https://eth.provider.example" in scrubbed
 
 
 def test_known_secrets_are_redacted_with_and_without_their_0x_prefix():

@@ -24,6 +24,7 @@ from engine.clock import NANOS_PER_SECOND, SimulatedClock
 from engine.component import ComponentContext, ComponentGraph, ComponentState
 from engine.config import ComponentConfig, Secrets
 from engine.events import (
+    Bar,
     Event,
     OrderFailed,
     OrderFilled,
@@ -317,6 +318,32 @@ async def test_signal_after_the_last_bar_is_too_old_is_rejected_with_stale_marke
     rig = await trading_rig({"max_bar_age_seconds": 600})
     rig.clock.advance_to(rig.clock.timestamp_ns() + 601 * NANOS_PER_SECOND)
     assert reason(rig.signal("BUY")) == "STALE_MARKET_DATA"
+
+
+def publish_bar_closed_before(rig: Rig, before_ns: int) -> None:
+    """A 2,000 WETH/USDC candle received now that closed ``before_ns`` ago."""
+    now = rig.clock.timestamp_ns()
+    closed = now - before_ns
+    prices = dict.fromkeys(("open", "high", "low", "close"), 2_000.0)
+    rig.bus.publish_nowait(
+        Bar(ts_event=closed, ts_init=now, correlation_id=f"WETH/USDC|1h|{closed}",
+            symbol="WETH/USDC", timeframe="1h", volume=1.0, **prices)
+    )  # fmt: skip
+
+
+async def test_signal_on_a_candle_that_arrived_long_after_it_closed_is_rejected_as_stale():
+    """Warm-up history (or a backlog) from a live feed feeds the indicators, never trades."""
+    rig = await Rig({"max_candle_delay_bars": 0.5}, paper=DEEP_POOL).start()
+    publish_bar_closed_before(rig, 3 * HOUR)
+    decision = rig.signal("BUY")
+    assert reason(decision) == "STALE_MARKET_DATA"
+    assert "arrived 3.0 candles after it closed > 0.5" in decision.detail  # type: ignore[union-attr]
+    publish_bar_closed_before(rig, 10 * 60 * NANOS_PER_SECOND)  # the newest, 10 minutes late
+    assert isinstance(rig.signal("BUY"), OrderRequest)
+
+    unguarded = await Rig(paper=DEEP_POOL).start()  # off by default: replays trade
+    publish_bar_closed_before(unguarded, 3 * HOUR)
+    assert isinstance(unguarded.signal("BUY"), OrderRequest)
 
 
 async def test_signal_before_any_bar_is_rejected_with_stale_market_data():

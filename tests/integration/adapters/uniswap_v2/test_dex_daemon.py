@@ -338,3 +338,82 @@ def test_kill_9_after_a_swap_is_sent_then_restart_settles_it_once_and_never_rese
         assert filled == set(sent)
     finally:
         anvil.stop()
+
+
+KEYSTORE_PASSWORD = "demo-rehearsal-pw-7"
+KEYSTORE_END, KEYSTORE_BARS = "2021-01-04T23:00:00Z", 96  # the model trades from bar ~52 on
+
+
+def new_keystore_cli(path: Path) -> str:
+    """`trade-engine keys new --out PATH` as a user runs it: the new account's address."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "engine", "keys", "new", "--out", str(path)],
+        cwd=ROOT,
+        env={**os.environ, "ENGINE_KEYSTORE_PASSWORD": KEYSTORE_PASSWORD},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    return done.stdout.split()[0]
+
+
+def test_demo_trades_as_a_keystore_made_by_keys_new_and_refuses_one_open_to_others(
+    models, tmp_path
+):
+    """`keys new`, then the DEX demo with `local_chain.keystore_path`: the chain funds that
+    account and every swap comes from it; the same keystore made 0644 stops the run
+    before anything starts, naming the field and the fix."""
+    keystore = tmp_path / "trader.json"
+    address = new_keystore_cli(keystore)
+    port = free_port()
+    path = demo_config(models, tmp_path, port)
+    config = yaml.safe_load(path.read_text())
+    for entry in config["components"]:
+        if entry["type"] == "local_chain":
+            entry["config"]["keystore_path"] = str(keystore)
+        if entry["type"] == "replay":
+            entry["config"]["end"] = KEYSTORE_END
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    journal = tmp_path / "journal.sqlite"
+    env = {"ENGINE_KEYSTORE_PASSWORD": KEYSTORE_PASSWORD}
+
+    daemon = EngineProcess("run", "--config", str(path), env=env)
+    try:
+        ready = daemon.wait_for_log("chain.ready", timeout=60)
+        assert ready["trader"] == address
+        wait_until(
+            lambda: (
+                len(journal_rows(journal, "Bar")) >= KEYSTORE_BARS
+                and not unsettled(journal_rows(journal))
+            ),
+            90,
+            "the replay's bars and their swaps",
+            daemon,
+        )
+        fills = [e for _, e in journal_rows(journal, "OrderFilled")]
+        assert fills, "no swap in the replay"
+        for fill in fills:
+            tx = rpc_call(ready["rpc_url"], "eth_getTransactionByHash", [fill["venue_order_id"]])
+            assert tx["from"].lower() == address.lower()
+        daemon.send(signal.SIGTERM)
+        assert daemon.wait(timeout=30) == 0
+    finally:
+        daemon.kill()
+    assert KEYSTORE_PASSWORD not in "".join(daemon.lines)
+
+    keystore.chmod(0o644)
+    refused = EngineProcess("run", "--config", str(path), env=env)
+    try:
+        assert refused.wait(timeout=60) == 2
+    finally:
+        refused.kill()
+    output = "".join(refused.lines)
+    assert "keystore_path" in output
+    assert "is open to group or others (mode 0644)" in output
+    assert f"chmod 600 {keystore}" in output
+    assert "chain.ready" not in output  # refused before anything started
