@@ -402,6 +402,13 @@ class RiskManager(Component):
             raise Rejected(code, f"only position-reducing orders: {self.state_reason}")
         now = self.clock.timestamp_ns()
         price = self._fresh_price(signal.symbol, now)
+        age_s = (now - signal.ts_event) / NANOS_PER_SECOND
+        if s.max_candle_age_seconds is not None and age_s > s.max_candle_age_seconds:
+            raise Rejected(
+                Reason.STALE_MARKET_DATA,
+                f"the signal's candle closed {age_s:.0f}s ago > max_candle_age_seconds "
+                f"{s.max_candle_age_seconds:g}: history is not traded",
+            )
         gas = self.market.gas_price_wei()
         if (
             s.max_gas_price_gwei is not None

@@ -47,6 +47,14 @@ class RiskConfig(StrictModel):
         description="Reject when the symbol's last bar was received longer ago than this "
         "(engine clock); two bars of the timeframe is a good value.",
     )
+    max_candle_age_seconds: float | None = Field(
+        None,
+        gt=0,
+        description="Reject (STALE_MARKET_DATA) a signal on a candle that closed longer ago "
+        "than this (its close time against the engine clock): a live feed's warm-up "
+        "history then computes features but is never traded. Unset: none (a replay of "
+        "history on a live clock trades old candles on purpose).",
+    )
     slippage_tolerance_bps: int = Field(
         50,
         ge=0,

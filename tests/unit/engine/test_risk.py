@@ -319,6 +319,17 @@ async def test_signal_after_the_last_bar_is_too_old_is_rejected_with_stale_marke
     assert reason(rig.signal("BUY")) == "STALE_MARKET_DATA"
 
 
+async def test_signal_on_a_candle_older_than_max_candle_age_is_rejected_with_stale_market_data():
+    """A live feed's warm-up history: fresh bars on the bus, old candles."""
+    rig = await trading_rig({"max_candle_age_seconds": 300, "max_bar_age_seconds": 600})
+    now = rig.clock.timestamp_ns()
+    old = factories.signal("BUY", ts=now - 301 * NANOS_PER_SECOND, correlation_id="old")
+    rig.bus.publish_nowait(old)
+    assert reason(rig.decisions[-1]) == "STALE_MARKET_DATA"
+    assert "candle closed 301s ago > max_candle_age_seconds 300" in rig.decisions[-1].detail
+    assert isinstance(rig.signal("BUY"), OrderRequest)  # a signal on the candle just closed
+
+
 async def test_signal_before_any_bar_is_rejected_with_stale_market_data():
     rig = await Rig().start()
     assert reason(rig.signal("BUY")) == "STALE_MARKET_DATA"
