@@ -89,7 +89,8 @@ class _Dropped(Exception):
 
 
 class UniswapV2Executor(Component):
-    """Swaps approved orders on a Uniswap V2 router; one signing account."""
+    """Swaps approved orders on a Uniswap V2 router from one signing account, or fills
+    them on paper at the router's exact quote (``dry_run``)."""
 
     needs_wall_clock = True
 
