@@ -411,7 +411,7 @@ class UniswapV2Executor(Component):
                     await self.rpc.request("eth_blockNumber", [])
                 problem = None
             except (*RPC_ERRORS, RpcError) as exc:
-                problem = f"chain unreachable at {self.settings.rpc_url}: {type(exc).__name__}"
+                problem = f"chain unreachable at {public_url(s.rpc_url)}: {type(exc).__name__}"
             if problem != self._chain_problem:
                 self._chain_problem = problem
                 self._update_health()
