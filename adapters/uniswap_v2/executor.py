@@ -427,6 +427,7 @@ class UniswapV2Executor(Component):
             by_status[str(order.status)] = by_status.get(str(order.status), 0) + 1
         return {
             "symbol": self.settings.symbol,
+            "mode": "dry_run" if self.settings.dry_run else "live",
             "account": getattr(self, "address", None),
             "chain_id": getattr(self, "chain_id", None),
             "pair": getattr(self, "pair", None),

@@ -170,6 +170,7 @@ async def test_dry_run_fills_at_get_amounts_out_to_the_unit_with_estimated_gas_a
     )
     engine = await engines(chain, Secrets(), dry_run=True, account=trader.address)
     assert engine.executor.signer is None
+    assert engine.executor.status()["mode"] == "dry_run"
 
     results = []
     for _ in range(3):  # the pool does not move: each fill is priced on it as it is
