@@ -62,6 +62,13 @@ class UniswapV2ExecutorConfig(StrictModel):
         "Without it a non-dry-run executor refuses to start there: real funds need this "
         "explicit opt-in.",
     )
+    pool_poll_seconds: float = Field(
+        5.0,
+        ge=0,
+        description="How often the pool's reserves and the base fee are read into the "
+        "market view, for the risk manager's price-impact, slippage and gas checks; 0: "
+        "never (those checks are then skipped). Not with `chain`, which reports its pool.",
+    )
     reconcile_seconds: float = Field(
         60.0,
         ge=0,

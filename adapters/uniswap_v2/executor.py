@@ -62,6 +62,7 @@ from adapters.uniswap_v2.guards import check_chain, check_portfolio
 from adapters.uniswap_v2.local_chain import LocalChain
 from adapters.uniswap_v2.metrics import ExecutorCollector, ExecutorStats
 from adapters.uniswap_v2.orders import TERMINAL, OrderStatus, SubmittedRecord, TrackedOrder
+from adapters.uniswap_v2.pool_state import PoolReporter
 from adapters.uniswap_v2.precheck import order_problem
 from adapters.uniswap_v2.recovery import journal_history, submitted_records
 from engine.amm import min_amount_out, swap_fee
@@ -184,6 +185,13 @@ class UniswapV2Executor(Component):
             # first order waiting for its approval would trade a pool the replay has moved on.
             for token in (s.base_token, s.quote_token):
                 await self.approvals.ensure(token)
+        if self._chain is None and s.pool_poll_seconds > 0:
+            market = self.context.market_view
+            pool = PoolReporter(
+                rpc, self.pair, self.base_is_token0, s.symbol, market, self.fees, self.log
+            )
+            await pool.refresh()  # the first signal is checked against the real pool
+            self._spawn(pool.run(s.pool_poll_seconds))
         balances = await self._starting_balances()
         if s.journal_path is not None:
             await self._reconcile_from_journal(Path(s.journal_path))

@@ -214,6 +214,9 @@ def external_config(models: Path, tmp: Path, anvil_url: str, deployment: Any, po
                     # catch-up must still put each one back where the journal has it.
                     "receipt_poll_seconds": 1.0,
                     "replace_after_seconds": 0,
+                    # The pool stays at KILL_PRICE while the replay moves on: with its
+                    # reserves known, risk would refuse most orders for slippage.
+                    "pool_poll_seconds": 0,
                 },
             },
             {

@@ -377,3 +377,30 @@ async def test_portfolio_starts_from_the_chain_and_detects_a_transfer_behind_its
     assert portfolio.balance("QUOTE") - token_balance(chain, d.quote_token, trader.address) == (
         7 * TOKEN
     )  # the book is not rewritten to hide it
+
+
+async def test_the_pools_reserves_and_the_gas_price_reach_the_market_view(chain, engines):
+    """So the risk manager's price-impact, slippage and gas checks use the real pool."""
+    engine = await engines(chain, dry_run=True, pool_poll_seconds=0.05)
+    market = engine.context.market_view
+    d = chain.deployment
+
+    def pair_reserves() -> tuple[int, int]:
+        raw = chain.anvil.rpc("eth_call", {"to": d.pair, "data": "0x0902f1ac"}, "latest")
+        r0, r1 = int(raw[2:66], 16), int(raw[66:130], 16)
+        return (r0, r1) if d.base_is_token0 else (r1, r0)
+
+    assert market.reserves("BASE/QUOTE") == pair_reserves()
+    assert market.gas_price_wei() > 0
+    assert market.quote("BASE/QUOTE", "SELL", TOKEN) == await quote(chain, "SELL", TOKEN)
+    mover = await new_trader(chain)
+    await approve_router(chain, mover)
+    router = await engines(chain, key_of(mover), pool_poll_seconds=0)
+    request = order("SELL", 5 * TOKEN)
+    await router.bus.publish(request)
+    assert isinstance(await router.outcome(request.order_id), OrderFilled)
+    moved = pair_reserves()
+    deadline = asyncio.get_running_loop().time() + 5
+    while market.reserves("BASE/QUOTE") != moved:
+        assert asyncio.get_running_loop().time() < deadline, "reserves not refreshed"
+        await asyncio.sleep(0.02)

@@ -6,9 +6,9 @@ config's chain) with the Uniswap V2 contracts, and the Binance-format exchange s
 the router and token addresses, the account and the exchange URL come through the
 environment, as the config's header documents. The file is copied only to put its state
 in a temporary directory, to use the test tokens' 18 decimals, to use the session's small
-model, and to let the feed's warm-up candles trade (``max_candle_age_seconds: null``):
-the exchange server's candles are from 2021, and only those make fills in a test that
-lasts seconds, not hours.
+model, and to let the feed's warm-up candles trade (``max_candle_age_seconds: null``,
+no slippage limit against bars that wander from the still pool): the exchange server's
+candles are from 2021, and only those make fills in a test that lasts seconds, not hours.
 """
 
 from __future__ import annotations
@@ -96,7 +96,14 @@ def shipped_config_copy(models: Path, tmp: Path, port: int) -> Path:
         if entry["type"] == "uniswap_v2_executor":
             settings["journal_path"] = journal
         if entry["type"] == "risk":
-            settings.update(max_candle_age_seconds=None, max_orders_per_window=1_000)
+            # The warm-up arrives in one burst, before any paper fill is back; and the 2021
+            # candles wander from the test pool's price, which nothing moves.
+            settings.update(
+                max_candle_age_seconds=None,
+                max_orders_per_window=1_000,
+                max_position_quote=None,
+                max_slippage_bps=10_000,
+            )
     quiet_supervisors(config)
     config.update(api={"host": "127.0.0.1", "port": port}, log={"format": "json"})
     path = tmp / "live-dex.yaml"
