@@ -128,7 +128,6 @@ class UniswapV2Executor(Component):
         journal = settings.journal_path
         self._journal_paths = [Path(journal).resolve()] if journal else []
         self.dry_run: DryRunQuoter | None = None
-        self._dry_fills = 0
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -533,8 +532,7 @@ class UniswapV2Executor(Component):
         except Exception as exc:
             await self._fail_preflight(order, request, path[0], exc)
             return
-        self._dry_fills += 1
-        venue_id = f"dry-run-{self._dry_fills}"
+        venue_id = f"dry-run-{request.order_id}"  # the same on a resumed run
         now_ns = self.clock.timestamp_ns()
         stamp = {"ts_event": now_ns, "ts_init": now_ns, "correlation_id": request.correlation_id}
         await self.bus.publish(
