@@ -124,7 +124,10 @@ class OrderSubmitted(Event, frozen=True, kw_only=True, tag=True):
 
 
 class OrderFilled(Event, frozen=True, kw_only=True, tag=True):
-    """The order executed; amounts in base units, ``price`` in quote per base."""
+    """The order executed; amounts in base units, ``price`` in quote per base.
+
+    ``detail`` notes anything a reader of the fill should know (a dry run's fill whose
+    gas could not be estimated says why)."""
 
     order_id: str
     symbol: str
@@ -136,6 +139,7 @@ class OrderFilled(Event, frozen=True, kw_only=True, tag=True):
     gas_used: int = 0
     gas_cost_wei: int = 0
     venue_order_id: str = ""
+    detail: str = ""
 
 
 class OrderFailed(Event, frozen=True, kw_only=True, tag=True):
@@ -153,6 +157,30 @@ class PortfolioUpdate(Event, frozen=True, kw_only=True, tag=True):
     equity_quote: float
     peak_equity_quote: float
     drawdown: float
+
+
+class StartingBalances(Event, frozen=True, kw_only=True, tag=True):
+    """A trading account's balances read from the chain at ``block`` when a live executor
+    first started on this journal: the portfolio starts from them. ``balances`` are base
+    units by token symbol; ``eth_wei`` pays gas and is no position. A resumed run
+    re-publishes the journalled one (so the portfolio re-derives the same book)."""
+
+    account: str
+    block: int
+    balances: dict[str, int]
+    eth_wei: int = 0
+
+
+class BalancesObserved(Event, frozen=True, kw_only=True, tag=True):
+    """The same account's balances read again (``reason``: ``start`` of a resumed run,
+    ``periodic``, ``fill``), at a moment no swap of it was in flight: the portfolio
+    compares them with its book."""
+
+    account: str
+    block: int
+    balances: dict[str, int]
+    eth_wei: int = 0
+    reason: str = ""
 
 
 class StrategyConfigChanged(Event, frozen=True, kw_only=True, tag=True):
@@ -292,6 +320,8 @@ AnyEvent = (
     | OrderFilled
     | OrderFailed
     | PortfolioUpdate
+    | StartingBalances
+    | BalancesObserved
     | StrategyConfigChanged
     | ShadowSignal
     | RetrainStarted

@@ -38,6 +38,7 @@ CREATE INDEX IF NOT EXISTS events_correlation ON events (correlation_id);
 # lifecycle's too: a training's outcome, an operator's promotion or a shadow model's
 # predictions are facts of the run that made them, not re-produced by replaying bars.
 RUN_EVENT_TYPES = (
+    "BalancesObserved",
     "ComponentStateChanged",
     "Heartbeat",
     "SubscriberFailed",

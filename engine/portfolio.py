@@ -13,9 +13,10 @@ Accounting rules:
 * Average entry is the average cost of the base held; a sale realises
   ``proceeds - average_entry x amount`` and keeps the average of what is left.
 * Gas is paid in ETH from a wallet the portfolio does not hold, so it is charged to
-  equity as a realised cost in quote tokens: at ``eth_price_quote`` if configured,
-  else at 1 when the quote token is ETH/WETH, else at the last price of an ETH/WETH
-  instrument. If none applies (e.g. a USDT quote without an ETH price), gas is not
+  equity as a realised cost in quote tokens, at the first of: 1 when the quote token is
+  ETH/WETH; the market's last price of ``ETH/<quote>`` or ``WETH/<quote>`` (a feed's
+  bars, through the market view); the mark of an ETH/WETH instrument; the configured
+  ``eth_price_quote`` (a constant: logged once as such). If none applies, gas is not
   charged (it is summed in wei as ``gas_paid_wei`` and logged once), rather than guessed.
 * Equity = quote balance + each base balance x its mark - gas charged; the mark is the
   last bar close (the last fill price until a bar arrives). Initial base holdings take
@@ -35,10 +36,18 @@ from pydantic import Field, model_validator
 
 from engine.component import Component, ComponentContext
 from engine.config import StrictModel
-from engine.events import Bar, Event, OrderFilled, PortfolioUpdate
-from engine.instruments import Instrument, InstrumentConfig
+from engine.events import (
+    BalancesObserved,
+    Bar,
+    Event,
+    OrderFilled,
+    PortfolioUpdate,
+    StartingBalances,
+)
+from engine.instruments import Instrument, InstrumentConfig, Token
 
 GAS_TOKENS = frozenset({"ETH", "WETH"})
+MISMATCH = "balances differ from the chain"  # the reason of a DEGRADED state it can end
 WEI_PER_ETH = 10**18
 METRIC_PREFIX = "trade_engine_portfolio"
 
@@ -80,8 +89,16 @@ class PortfolioConfig(StrictModel):
     eth_price_quote: float | None = Field(
         None,
         gt=0,
-        description="Quote tokens per ETH, to charge gas to equity. Unset: 1 if the quote "
-        "is ETH/WETH, else the last price of an ETH/WETH instrument, else gas is not charged.",
+        description="Quote tokens per ETH to charge gas at when no live price applies: "
+        "gas is valued at 1 if the quote is ETH/WETH, else at the last bar of "
+        "`ETH/<quote>` or `WETH/<quote>`, else at an ETH/WETH instrument's mark, else at "
+        "this constant (logged once); unset: gas is then not charged.",
+    )
+    balance_tolerance: dict[str, Decimal] = Field(
+        default_factory=dict,
+        description="Largest difference per token (in tokens, e.g. `USDC: 0.01`) between "
+        "the book and the chain's balance that is not a mismatch; unlisted tokens must "
+        "match to the unit (on-chain amounts and fills are exact integers).",
     )
 
     @model_validator(mode="after")
@@ -98,6 +115,11 @@ class PortfolioConfig(StrictModel):
                 raise ValueError(f"initial_balances: {token!r} is not a token of the instruments")
             if amount < 0:
                 raise ValueError(f"initial_balances: {token} must be >= 0, got {amount}")
+        for token, amount in self.balance_tolerance.items():
+            if token not in tokens:
+                raise ValueError(f"balance_tolerance: {token!r} is not a token of the instruments")
+            if amount < 0:
+                raise ValueError(f"balance_tolerance: {token} must be >= 0, got {amount}")
         return self
 
 
@@ -142,19 +164,28 @@ class Portfolio(Component):
         self._balances: dict[str, int] = {self.quote_token.symbol: 0}
         for inst in instruments:
             self._balances[inst.base.symbol] = 0
-        tokens = {i.base.symbol: i.base for i in instruments} | {
+        self._tokens: dict[str, Token] = {i.base.symbol: i.base for i in instruments} | {
             self.quote_token.symbol: self.quote_token
         }
         for token, amount in settings.initial_balances.items():
-            self._balances[token] = tokens[token].to_units(amount)
+            self._balances[token] = self._tokens[token].to_units(amount)
             if token in self._by_base:
                 self._by_base[token].basis_pending = self._balances[token]
+        self._tolerance = {
+            token: self._tokens[token].to_units(amount)
+            for token, amount in settings.balance_tolerance.items()
+        }
+        self._market = context.market_view  # the ETH price gas is charged at
+        self.balance_checks = 0
+        self.balance_mismatches = dict.fromkeys(sorted(self._tokens), 0)
+        self.chain_account: str | None = None
         self.fees_paid_quote = 0.0
         self.gas_paid_wei = 0
         self.gas_charged_quote = 0.0
         self.gas_uncharged_wei = 0
         self.fills = {"BUY": 0, "SELL": 0}
         self._warned_gas = False
+        self._warned_constant = False
         self._equity = self._compute_equity()
         self._peak = self._equity
         self.initial_equity_quote = self._equity
@@ -164,6 +195,8 @@ class Portfolio(Component):
     async def on_start(self) -> None:
         self.subscribe(Bar, self._on_bar, name=f"{self.name}.bars")
         self.subscribe(OrderFilled, self._on_fill, name=f"{self.name}.fills")
+        self.subscribe(StartingBalances, self._on_starting, name=f"{self.name}.starting")
+        self.subscribe(BalancesObserved, self.reconcile, name=f"{self.name}.reconcile")
         self.register_collector(_PortfolioCollector(self))
 
     def _on_bar(self, bar: Bar) -> None:
@@ -173,6 +206,11 @@ class Portfolio(Component):
 
     def _on_fill(self, fill: OrderFilled) -> None:
         update = self.apply_fill(fill)
+        if update is not None:
+            self.bus.publish_nowait(update)
+
+    def _on_starting(self, starting: StartingBalances) -> None:
+        update = self.start_from(starting)
         if update is not None:
             self.bus.publish_nowait(update)
 
@@ -222,6 +260,72 @@ class Portfolio(Component):
         self._charge_gas(fill.gas_cost_wei)
         return self._updated(fill)
 
+    def start_from(self, starting: StartingBalances) -> PortfolioUpdate | None:
+        """Take the chain's balances as the starting ones (before any fill; after one,
+        they are only compared). Peak equity restarts from the new equity."""
+        if sum(self.fills.values()):
+            self.log.warning(
+                "portfolio.starting_balances_late",
+                detail="fills were applied already: compared with the book, not applied",
+            )
+            self.reconcile(starting)
+            return None
+        ours = {t: units for t, units in starting.balances.items() if t in self._tokens}
+        replaced = {
+            t: self._tokens[t].format(self._balances.get(t, 0))
+            for t, units in ours.items()
+            if self._balances.get(t, 0) != units
+        }
+        for token, units in ours.items():
+            self._balances[token] = units
+            pos = self._by_base.get(token)
+            if pos is not None:
+                pos.cost_quote, pos.basis_pending = 0.0, units
+        self.chain_account = starting.account
+        self._equity = self._peak = self.initial_equity_quote = self._compute_equity()
+        self.log.info(
+            "portfolio.balances_from_chain",
+            account=starting.account,
+            block=starting.block,
+            balances={t: self._tokens[t].format(u) for t, u in sorted(ours.items())},
+            replaced_configured=replaced,
+        )
+        return self._updated(starting)
+
+    def reconcile(self, observed: BalancesObserved | StartingBalances) -> list[str]:
+        """Compare the chain's balances with the book; DEGRADED (logged, counted) on a
+        difference beyond the token's tolerance, RUNNING again once they agree. Returns
+        the tokens that differ."""
+        self.balance_checks += 1
+        differ: list[str] = []
+        details: dict[str, str] = {}
+        for token, chain_units in sorted(observed.balances.items()):
+            if token not in self._tokens:
+                continue
+            book = self._balances.get(token, 0)
+            if abs(chain_units - book) > self._tolerance.get(token, 0):
+                fmt = self._tokens[token].format
+                differ.append(token)
+                self.balance_mismatches[token] += 1
+                details[token] = f"book {fmt(book)}, chain {fmt(chain_units)}"
+        if differ:
+            reason = f"{MISMATCH} at block {observed.block}: " + "; ".join(
+                f"{token} {text}" for token, text in details.items()
+            )
+            self.log.warning(
+                "portfolio.balance_mismatch",
+                account=observed.account,
+                block=observed.block,
+                differences=details,
+                detail="tokens moved outside the engine, or a fill it did not see: check the "
+                "account's transactions before trading on",
+            )
+            self.degrade(reason)
+        elif self.state == "DEGRADED" and self.health().reason.startswith(MISMATCH):
+            self.log.info("portfolio.balances_agree", block=observed.block)
+            self.recover()
+        return differ
+
     def _charge_gas(self, wei: int) -> None:
         if wei <= 0:
             return
@@ -239,15 +343,27 @@ class Portfolio(Component):
         self.gas_charged_quote += wei / WEI_PER_ETH * price
 
     def _eth_price(self) -> float | None:
-        if self.settings.eth_price_quote is not None:
-            return self.settings.eth_price_quote
-        if self.quote_token.symbol in GAS_TOKENS:
+        quote = self.quote_token.symbol
+        if quote in GAS_TOKENS:
             return 1.0
+        for symbol in sorted(GAS_TOKENS):
+            price = self._market.last_price(f"{symbol}/{quote}")
+            if price is not None and price > 0:
+                return price
         for symbol in sorted(GAS_TOKENS):
             pos = self._by_base.get(symbol)
             if pos is not None and pos.mark is not None:
                 return pos.mark
-        return None
+        constant = self.settings.eth_price_quote
+        if constant is not None and not self._warned_constant:
+            self._warned_constant = True
+            self.log.warning(
+                "portfolio.gas_at_constant_price",
+                eth_price_quote=constant,
+                reason=f"no ETH/{quote} or WETH/{quote} price on the market: gas is charged "
+                "at the configured eth_price_quote",
+            )
+        return constant
 
     def _compute_equity(self) -> float:
         equity = self.quote_token.to_float(self._balances[self.quote_token.symbol])
@@ -382,3 +498,17 @@ class _PortfolioCollector(Collector):
         yield CounterMetricFamily(
             f"{METRIC_PREFIX}_gas_paid_wei", "Gas paid by fills, in wei.", value=p.gas_paid_wei
         )
+        yield CounterMetricFamily(
+            f"{METRIC_PREFIX}_balance_checks",
+            "Readings of the account's balances on chain compared with the book.",
+            value=p.balance_checks,
+        )
+        mismatches = CounterMetricFamily(
+            f"{METRIC_PREFIX}_balance_mismatches",
+            "Readings in which a token's balance on chain differed from the book beyond "
+            "its tolerance.",
+            labels=["token"],
+        )
+        for token, count in p.balance_mismatches.items():
+            mismatches.add_metric([token], count)
+        yield mismatches

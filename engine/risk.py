@@ -177,6 +177,12 @@ class RiskManager(Component):
             SubscriberRecovered, self._on_subscriber_recovered, name=f"{self.name}.recovered"
         )
         self.register_collector(_RiskCollector(self))
+        # The limits in force, for whoever reads the start of a (live) run's log.
+        self.log.info(
+            "risk.limits",
+            equity_quote=round(equity, 6),
+            **self.settings.model_dump(mode="json", exclude={"portfolio"}),
+        )
 
     # -- operator controls ---------------------------------------------------------------
 

@@ -51,6 +51,13 @@ Candle = list[Any]  # ccxt OHLCV row: [open_ms, open, high, low, close, volume]
 class CcxtFeedConfig(StrictModel):
     exchange: str = Field("binance", min_length=1, description="ccxt exchange id.")
     symbol: str = Field("BTC/USDT", min_length=3, description="Unified ccxt symbol.")
+    bar_symbol: str | None = Field(
+        None,
+        pattern=r"^[^/]+/[^/]+$",
+        description="Publish the bars under this market symbol instead: the market they "
+        "price in the engine, e.g. a DEX pool's `WETH/USDC` priced by the exchange's "
+        "`ETH/USDT`; unset: `symbol`.",
+    )
     timeframe: str = Field(
         "1h", min_length=2, description="Candle length, e.g. `1m`, `1h`, `1w`, `1M` (ccxt's names)."
     )
@@ -353,11 +360,12 @@ class CcxtBarFeed(Component):
             missing = int(timeframes.missing_between(opens_ns, s.timeframe)[0])
             self.log.info("ccxt_feed.exchange_gap", missing_candles=missing, before_open_ms=open_ms)
         close_ns = self._close_ms(open_ms) * NANOS_PER_MS
+        symbol = s.bar_symbol or s.symbol
         bar = Bar(
             ts_event=close_ns,
             ts_init=self.clock.timestamp_ns(),
-            correlation_id=bar_correlation_id(s.symbol, s.timeframe, close_ns),
-            symbol=s.symbol,
+            correlation_id=bar_correlation_id(symbol, s.timeframe, close_ns),
+            symbol=symbol,
             timeframe=s.timeframe,
             open=float(row[1]),
             high=float(row[2]),

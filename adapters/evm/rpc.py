@@ -11,6 +11,7 @@ handful of known requests, so it encodes them with ``eth_abi`` and sends them wi
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from aiohttp import ClientSession, ClientTimeout, TCPConnector
 from eth_abi import decode, encode
@@ -29,6 +30,24 @@ SWAP_EXACT_TOKENS = selector("swapExactTokensForTokens(uint256,uint256,address[]
 BALANCE_OF = selector("balanceOf(address)")
 ALLOWANCE = selector("allowance(address,address)")
 APPROVE = selector("approve(address,uint256)")
+
+
+def public_url(url: str) -> str:
+    """``url`` without what may carry an API key (user info, path, query): hosted RPC
+    endpoints put the key there (``https://mainnet.infura.io/v3/<key>``), so logs and
+    messages name only the scheme, host and port."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    hidden = "/…" if parts.path.strip("/") or parts.query or parts.username else ""
+    return f"{parts.scheme}://{host}{hidden}" if parts.scheme else "<rpc url>"
+
+
+def url_secrets(url: str) -> list[str]:
+    """The parts of ``url`` :func:`public_url` hides, for a redactor (empty if none)."""
+    parts = urlsplit(url)
+    return [p for p in (parts.path.strip("/"), parts.query, parts.username, parts.password) if p]
 
 
 def calldata(function_selector: bytes, types: list[str], args: list[Any]) -> str:

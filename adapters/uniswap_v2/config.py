@@ -11,9 +11,11 @@ from web3 import AsyncWeb3
 from engine.config import StrictModel
 from engine.config_paths import EXISTING_FILE, NEW_FILE
 
+LOCAL_DEV_CHAIN_ID = 31337  # anvil's and hardhat's default: test ETH only
+
 
 def _checksum(value: str | None) -> str | None:
-    if value is None:
+    if value is None or value == "":  # `${VAR:-}` left unset
         return None
     if not AsyncWeb3.is_address(value):
         raise ValueError(f"not an address: {value!r}")
@@ -28,7 +30,52 @@ class UniswapV2ExecutorConfig(StrictModel):
         "in `depends_on`.",
     )
     rpc_url: str = Field("http://127.0.0.1:8545", description="JSON-RPC endpoint (HTTP).")
-    chain_id: int | None = Field(None, description="Refuse to start on another chain if set.")
+    chain_id: int | None = Field(
+        None,
+        description="The chain this config is for: the executor refuses to start when the "
+        "node at `rpc_url` is another chain (e.g. 1: Ethereum mainnet).",
+    )
+    dry_run: bool = Field(
+        False,
+        description="Read the real pool, quote with the router's `getAmountsOut`, build and "
+        "estimate the swap, and fill on paper at exactly that output; never sign or send "
+        "anything (no key is loaded). Gas comes from `eth_estimateGas` from `account`; when "
+        "that cannot run (no account, or it lacks the tokens or the router's allowance) "
+        "the fill assumes `dry_run_gas` and its `detail` says why.",
+    )
+    account: str | None = Field(
+        None,
+        description="The trading account's address. A dry run estimates gas from it and "
+        "reports its balances (no key needed); a live executor refuses to start when its "
+        "key is for another address. Unset in a dry run: none (the local chain's account "
+        "with `chain`).",
+    )
+    dry_run_gas: int = Field(
+        130_000,
+        gt=0,
+        description="Gas a dry-run fill assumes when the swap cannot be estimated for "
+        "`account` (a Uniswap V2 token swap uses about 100k-130k).",
+    )
+    allow_real_funds: bool = Field(
+        False,
+        description="Send transactions on a chain other than the local dev chain (31337). "
+        "Without it a non-dry-run executor refuses to start there: real funds need this "
+        "explicit opt-in.",
+    )
+    pool_poll_seconds: float = Field(
+        5.0,
+        ge=0,
+        description="How often the pool's reserves and the base fee are read into the "
+        "market view, for the risk manager's price-impact, slippage and gas checks; 0: "
+        "never (those checks are then skipped). Not with `chain`, which reports its pool.",
+    )
+    reconcile_seconds: float = Field(
+        60.0,
+        ge=0,
+        description="How often the account's token balances are read from the chain and "
+        "compared with the portfolio's (besides at start and after every fill); 0: only "
+        "then. Not in a dry run, whose portfolio holds paper money.",
+    )
     router: str | None = Field(None, description="UniswapV2Router02 address (unless `chain`).")
     base_token: str | None = Field(
         None, description="ERC-20 address of the BASE token of `symbol` (unless `chain`)."
@@ -101,7 +148,7 @@ class UniswapV2ExecutorConfig(StrictModel):
     )
     fee_ttl_seconds: float = Field(1.0, ge=0, description="Reuse the base fee this long.")
 
-    _addresses = field_validator("router", "base_token", "quote_token")(_checksum)
+    _addresses = field_validator("router", "base_token", "quote_token", "account")(_checksum)
 
     @model_validator(mode="after")
     def _venue(self) -> UniswapV2ExecutorConfig:

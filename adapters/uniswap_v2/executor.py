@@ -11,6 +11,16 @@ makes the order PENDING: it is polled, replaced at a higher fee (same nonce) if 
 and never assumed failed or re-sent with a new nonce. The fill is read from the
 pair's ``Swap`` event; a mined revert is explained by replaying the call.
 
+Guards at start: the node must be the configured ``chain_id``; a chain other than the
+local dev chain (31337) is traded only with ``allow_real_funds: true``; the key must be
+``account``'s when that is set. The start is logged with the account, the chain, the
+balances on chain and the executor's own limits.
+
+With ``dry_run`` nothing is signed or sent (no key is loaded): each order is quoted and
+estimated on the real pool and filled on paper (:mod:`.dry_run`). Without it, the
+account's balances on chain are the portfolio's start and are reconciled with it
+(:mod:`.balances`).
+
 :meth:`UniswapV2Executor.reconcile` picks up transactions sent by an earlier process
 (from journalled ``OrderSubmitted`` records) and publishes their outcome exactly once.
 """
@@ -26,26 +36,40 @@ from typing import Any
 from web3 import AsyncWeb3
 
 from adapters.evm.approvals import ApprovalError, Approvals
+from adapters.evm.balances import AccountBalances, read_balances
 from adapters.evm.fees import GWEI, FeeCapExceededError, FeeOracle
 from adapters.evm.keys import Signer, load_signer
 from adapters.evm.nonces import NonceManager
 from adapters.evm.receipts import Receipt, ReceiptWatcher, RpcFailedError
 from adapters.evm.reverts import reason_code, replay_revert
-from adapters.evm.rpc import SWAP_EXACT_TOKENS, JsonRpc, RevertError, RpcError, calldata
+from adapters.evm.rpc import (
+    SWAP_EXACT_TOKENS,
+    JsonRpc,
+    RevertError,
+    RpcError,
+    calldata,
+    public_url,
+    url_secrets,
+)
 from adapters.evm.sender import AMBIGUOUS_SEND_ERRORS, OnSigned, SendRejectedError
 from adapters.evm.sender import TransactionSender as Sender
 from adapters.uniswap_v2.artifacts import CORE, PERIPHERY, load_artifact, router_abi
-from adapters.uniswap_v2.config import UniswapV2ExecutorConfig
+from adapters.uniswap_v2.balances import AccountBalanceSource
+from adapters.uniswap_v2.config import LOCAL_DEV_CHAIN_ID, UniswapV2ExecutorConfig
+from adapters.uniswap_v2.dry_run import DryRunQuoter, DryRunRejected
 from adapters.uniswap_v2.fills import quote_per_base, swap_from_receipt
+from adapters.uniswap_v2.guards import check_chain, check_portfolio
 from adapters.uniswap_v2.local_chain import LocalChain
 from adapters.uniswap_v2.metrics import ExecutorCollector, ExecutorStats
 from adapters.uniswap_v2.orders import TERMINAL, OrderStatus, SubmittedRecord, TrackedOrder
+from adapters.uniswap_v2.pool_state import PoolReporter
 from adapters.uniswap_v2.precheck import order_problem
 from adapters.uniswap_v2.recovery import journal_history, submitted_records
 from engine.amm import min_amount_out, swap_fee
 from engine.clock import SimulatedClock
 from engine.component import Component, ComponentContext
 from engine.events import Event, OrderFailed, OrderFilled, OrderRequest, OrderSubmitted
+from engine.instruments import Token
 from engine.journal import Journal, journal_for
 from engine.reasons import OrderFailReason
 from engine.redaction import Redactor
@@ -66,7 +90,8 @@ class _Dropped(Exception):
 
 
 class UniswapV2Executor(Component):
-    """Swaps approved orders on a Uniswap V2 router; one signing account."""
+    """Swaps approved orders on a Uniswap V2 router from one signing account, or fills
+    them on paper at the router's exact quote (``dry_run``)."""
 
     needs_wall_clock = True
 
@@ -80,9 +105,12 @@ class UniswapV2Executor(Component):
         depends_on: tuple[str, ...] = (),
     ) -> None:
         super().__init__(name, settings, context, depends_on)
-        self._redactor = Redactor(context.secrets.values())  # for published text
+        # For published text: the secrets, and the RPC URL's path (API keys live there).
+        self._redactor = Redactor([*context.secrets.values(), *url_secrets(settings.rpc_url)])
         self._chain: LocalChain | None = None
-        if settings.chain is None:
+        self.signer: Signer | None = None  # None in a dry run: nothing is ever signed
+        self.address: str | None = settings.account
+        if settings.chain is None and not settings.dry_run:
             self._use_signer(load_signer(context.secrets, settings.keystore_path))
         self.orders: dict[str, TrackedOrder] = {}
         # What the journal holds of this market's orders (OrderSubmitted/Filled/Failed).
@@ -94,6 +122,12 @@ class UniswapV2Executor(Component):
         self._tasks: set[asyncio.Task[None]] = set()
         self.w3: AsyncWeb3[Any] | None = None
         self._rpc: JsonRpc | None = None
+        self._signed: set[str] = set()  # orders with a signed swap not yet settled
+        self._activity = 0  # bumped at every signature and settlement
+        self.balance_source: AccountBalanceSource | None = None
+        journal = settings.journal_path
+        self._journal_paths = [Path(journal).resolve()] if journal else []
+        self.dry_run: DryRunQuoter | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -104,8 +138,7 @@ class UniswapV2Executor(Component):
         self.rpc = self._rpc = rpc = await JsonRpc.connect(s.rpc_url, s.rpc_timeout_seconds)
         self.w3 = w3 = AsyncWeb3(rpc.provider)  # for start-up reads via contract ABIs
         self.chain_id = await w3.eth.chain_id
-        if s.chain_id is not None and s.chain_id != self.chain_id:
-            raise RuntimeError(f"connected to chain {self.chain_id}, config says {s.chain_id}")
+        check_chain(s, self.chain_id, self.address)
         self.router = w3.eth.contract(address=s.router, abi=router_abi())  # type: ignore[arg-type]
         factory_address = await self.router.functions.factory().call()
         factory = w3.eth.contract(
@@ -121,19 +154,57 @@ class UniswapV2Executor(Component):
         quote = w3.eth.contract(address=s.quote_token, abi=erc20)  # type: ignore[arg-type]
         self.base_decimals = int(await base.functions.decimals().call())
         self.quote_decimals = int(await quote.functions.decimals().call())
+        self.base_name, self.quote_name = s.symbol.split("/")
+        check_portfolio(self, self.base_decimals, self.quote_decimals)
 
         self._chain_deadlines = s.deadline_clock == "chain" or (
             s.deadline_clock == "auto" and isinstance(self.clock, SimulatedClock)
         )
-        self.receipts = ReceiptWatcher(w3.provider, s.receipt_poll_seconds)
-        self.receipts.start()
-        self.nonces = NonceManager(self._pending_count)
         self.fees = FeeOracle(
             self._latest_block,
             priority_fee_wei=int(s.priority_fee_gwei * GWEI),
             max_fee_cap_wei=int(s.max_fee_gwei * GWEI),
             ttl_seconds=s.fee_ttl_seconds,
         )
+        if s.dry_run:
+            self.dry_run = DryRunQuoter(rpc, s.router, self.address, s.dry_run_gas)
+        else:
+            self._start_sending(rpc)
+        self.register_collector(
+            ExecutorCollector(
+                self.name,
+                self.stats,
+                pending=self.pending_count,
+                resyncs=lambda: self.nonces.resyncs if self.signer else 0,
+                failed_polls=lambda: self.receipts.failed_polls if self.signer else 0,
+            )
+        )
+        if self._chain is not None and not s.dry_run:
+            # The local chain's fresh account approves the router for both tokens now: a
+            # first order waiting for its approval would trade a pool the replay has moved on.
+            for token in (s.base_token, s.quote_token):
+                await self.approvals.ensure(token)
+        if self._chain is None and s.pool_poll_seconds > 0:
+            market = self.context.market_view
+            pool = PoolReporter(
+                rpc, self.pair, self.base_is_token0, s.symbol, market, self.fees, self.log
+            )
+            await pool.refresh()  # the first signal is checked against the real pool
+            self._spawn(pool.run(s.pool_poll_seconds))
+        balances = await self._starting_balances()
+        if s.journal_path is not None:
+            await self._reconcile_from_journal(Path(s.journal_path))
+        self.subscribe(OrderRequest, self._on_order_request, name=f"{self.name}.orders")
+        self._spawn(self._probe_chain())
+        self._log_ready(balances)
+
+    def _start_sending(self, rpc: JsonRpc) -> None:
+        """Receipts, nonces, the signer's sender and approvals: what a live executor needs."""
+        s = self.settings
+        assert self.signer is not None
+        self.receipts = ReceiptWatcher(rpc.provider, s.receipt_poll_seconds)
+        self.receipts.start()
+        self.nonces = NonceManager(self._pending_count)
         self.sender = Sender(rpc, self.signer, self.chain_id, self.nonces, self.receipts)
         self.approvals = Approvals(
             rpc,
@@ -143,26 +214,63 @@ class UniswapV2Executor(Component):
             gas_padding=s.gas_padding,
             timeout_seconds=s.receipt_timeout_seconds,
         )
-        self.register_collector(
-            ExecutorCollector(
-                self.name,
-                self.stats,
-                pending=self.pending_count,
-                resyncs=lambda: self.nonces.resyncs,
-                failed_polls=lambda: self.receipts.failed_polls,
-            )
+
+    async def _starting_balances(self) -> AccountBalances | None:
+        """Read the account's balances for the start log; a live executor also publishes
+        them for the portfolio and keeps reconciling them (:mod:`.balances`)."""
+        s = self.settings
+        if self.address is None:
+            return None
+        tokens = {self.base_name: s.base_token, self.quote_name: s.quote_token}
+        if s.dry_run:
+            return await read_balances(self.rpc, self.address, tokens)
+        source = self.balance_source = AccountBalanceSource(
+            self.rpc,
+            self.address,
+            s.symbol,
+            tokens,
+            self.bus,
+            self.clock,
+            self.log,
+            in_flight=lambda: bool(self._signed),
+            activity=lambda: self._activity,
         )
-        if self._chain is not None:
-            # The local chain's fresh account approves the router for both tokens now: a
-            # first order waiting for its approval would trade a pool the replay has moved on.
-            for token in (s.base_token, s.quote_token):
-                await self.approvals.ensure(token)
-        if s.journal_path is not None:
-            await self._reconcile_from_journal(Path(s.journal_path))
-        self.subscribe(OrderRequest, self._on_order_request, name=f"{self.name}.orders")
-        self._spawn(self._probe_chain())
-        self.log.info(
-            "executor.ready", account=self.address, chain_id=self.chain_id, pair=self.pair
+        engine_journals = self.context.components.of_type(Journal)
+        journals = [*self._journal_paths, *(j.path for j in engine_journals)]
+        starting, resumed = await source.publish_starting(list(dict.fromkeys(journals)))
+        catching_up = next((j.caught_up for j in engine_journals if not j.caught_up.is_set()), None)
+        self._spawn(source.run(s.reconcile_seconds, catching_up, resumed=resumed))
+        return AccountBalances(
+            starting.account, starting.block, starting.eth_wei, dict(starting.balances)
+        )
+
+    def _log_ready(self, balances: AccountBalances | None) -> None:
+        """The start, for the operator: account, chain, balances and the limits in force
+        here (the risk manager logs its own)."""
+        s = self.settings
+        shown: dict[str, str] = {}
+        if balances is not None:
+            shown["ETH"] = Token("ETH", 18).format(balances.eth_wei)
+            decimals = {self.base_name: self.base_decimals, self.quote_name: self.quote_decimals}
+            for name, units in balances.tokens.items():
+                shown[name] = Token(name, decimals[name]).format(units)
+        mode = "dry_run" if s.dry_run else "live"
+        real = self.chain_id != LOCAL_DEV_CHAIN_ID
+        log = self.log.warning if real and not s.dry_run else self.log.info
+        log(
+            "executor.ready",
+            mode=mode,
+            account=self.address,
+            chain_id=self.chain_id,
+            real_funds=real and not s.dry_run,
+            rpc=public_url(s.rpc_url),
+            symbol=s.symbol,
+            pair=self.pair,
+            balances=shown,
+            max_fee_gwei=s.max_fee_gwei,
+            priority_fee_gwei=s.priority_fee_gwei,
+            deadline_seconds=s.deadline_seconds,
+            reconcile_seconds=None if s.dry_run else s.reconcile_seconds,
         )
 
     def _use_signer(self, signer: Signer) -> None:
@@ -178,7 +286,10 @@ class UniswapV2Executor(Component):
                 "name it in this executor's depends_on"
             )
         self._chain = chain
-        self._use_signer(chain.trader)
+        if self.settings.dry_run:
+            self.address = self.settings.account or chain.trader.address
+        else:
+            self._use_signer(chain.trader)
         self._redactor = self._redactor.adding(
             secret.get_secret_value() for secret in chain.secret_values()
         )
@@ -209,6 +320,15 @@ class UniswapV2Executor(Component):
             for record in submitted_records(events)
         ]
         self._journal = journal = journal_for(self.context.components, path)
+        if self.dry_run is not None:
+            if unsettled:  # a dry run never sends, so it cannot follow them either
+                self.log.warning(
+                    "executor.unsettled_swaps_left",
+                    orders=sorted({r.order_id for r in unsettled}),
+                    detail="swaps an earlier live run sent are still unsettled: a live run "
+                    "settles them",
+                )
+            return
         if journal is not None and not journal.caught_up.is_set():
             self._spawn(self._reconcile_after_catch_up(journal.caught_up, unsettled))
         elif unsettled:
@@ -298,7 +418,7 @@ class UniswapV2Executor(Component):
                     await self.rpc.request("eth_blockNumber", [])
                 problem = None
             except (*RPC_ERRORS, RpcError) as exc:
-                problem = f"chain unreachable at {self.settings.rpc_url}: {type(exc).__name__}"
+                problem = f"chain unreachable at {public_url(s.rpc_url)}: {type(exc).__name__}"
             if problem != self._chain_problem:
                 self._chain_problem = problem
                 self._update_health()
@@ -314,6 +434,7 @@ class UniswapV2Executor(Component):
             by_status[str(order.status)] = by_status.get(str(order.status), 0) + 1
         return {
             "symbol": self.settings.symbol,
+            "mode": "dry_run" if self.settings.dry_run else "live",
             "account": getattr(self, "address", None),
             "chain_id": getattr(self, "chain_id", None),
             "pair": getattr(self, "pair", None),
@@ -335,7 +456,9 @@ class UniswapV2Executor(Component):
         order = TrackedOrder(request.order_id, request.correlation_id)
         self.orders[request.order_id] = order
         try:
-            if await self._submit(order, request):
+            if self.dry_run is not None:
+                await self._fill_on_paper(order, request)
+            elif await self._submit(order, request):
                 await self._settle(order)
         except asyncio.CancelledError:
             raise
@@ -356,8 +479,92 @@ class UniswapV2Executor(Component):
         return [s.base_token, s.quote_token]
 
     def _swap_data(self, amount_in: int, min_out: int, path: list[str], deadline: int) -> str:
-        args = [amount_in, min_out, path, self.address, deadline]
+        recipient = self.address or "0x" + "00" * 20  # a dry run without an account
+        args = [amount_in, min_out, path, recipient, deadline]
         return calldata(SWAP_EXACT_TOKENS, SWAP_TYPES, args)
+
+    async def _pool_settled(self, order: TrackedOrder) -> bool:
+        """On a local chain: wait for the arbitrage step of this bar (False: failed)."""
+        if self._chain is None:
+            return True
+        try:
+            await self._chain.pool_settled()  # trade the pool as of this bar's close
+        except TimeoutError:
+            await self._fail(
+                order, OrderFailReason.POOL_NOT_SETTLED, "an arbitrage step of an earlier bar hangs"
+            )
+            return False
+        return True
+
+    async def _fill_on_paper(self, order: TrackedOrder, request: OrderRequest) -> None:
+        """A dry run's order: quoted and estimated on the real pool (:mod:`.dry_run`),
+        filled on paper at exactly the router's quote; nothing is signed or sent."""
+        assert self.dry_run is not None
+        s = self.settings
+        problem = order_problem(request, s.symbol)
+        if problem is not None:
+            await self._fail(order, problem.reason, problem.detail)
+            return
+        if not await self._pool_settled(order):
+            return
+        path = self._path(request)
+        try:
+            async with asyncio.timeout(s.quote_timeout_seconds):
+                fees = await self.fees.current()
+                gas_price = min(
+                    fees.max_fee_per_gas, await self.fees.base_fee() + fees.max_priority_fee_per_gas
+                )
+                now = self.fees.chain_time() if self._chain_deadlines else self.clock.timestamp()
+                deadline = int(now) + s.deadline_seconds
+                quote = await self.dry_run.quote(
+                    request, path, lambda a, m, p: self._swap_data(a, m, p, deadline)
+                )
+        except TimeoutError:
+            await self._fail(
+                order,
+                OrderFailReason.QUOTE_TIMEOUT,
+                f"dry run: not quoted within {s.quote_timeout_seconds} s",
+            )
+            return
+        except DryRunRejected as exc:
+            await self._fail(order, exc.reason, exc.detail)
+            return
+        except Exception as exc:
+            await self._fail_preflight(order, request, path[0], exc)
+            return
+        venue_id = f"dry-run-{request.order_id}"  # the same on a resumed run
+        now_ns = self.clock.timestamp_ns()
+        stamp = {"ts_event": now_ns, "ts_init": now_ns, "correlation_id": request.correlation_id}
+        await self.bus.publish(
+            OrderSubmitted(**stamp, order_id=request.order_id, venue_order_id=venue_id)
+        )
+        self.stats.submitted += 1
+        if request.side == "BUY":
+            base_units, quote_units = quote.amount_out, request.amount_in
+        else:
+            base_units, quote_units = request.amount_in, quote.amount_out
+        order.status = OrderStatus.FILLED
+        self.stats.filled += 1
+        if quote.note:
+            self.log.info("order.dry_run_gas_assumed", order_id=order.order_id, note=quote.note)
+        await self.bus.publish(
+            OrderFilled(
+                **stamp,
+                order_id=request.order_id,
+                symbol=s.symbol,
+                side=request.side,
+                amount_in=request.amount_in,
+                amount_out=quote.amount_out,
+                price=quote_per_base(
+                    base_units, quote_units, self.base_decimals, self.quote_decimals
+                ),
+                fee_paid=swap_fee(request.amount_in),
+                gas_used=quote.gas_used,
+                gas_cost_wei=quote.gas_used * gas_price,
+                venue_order_id=venue_id,
+                detail=self._redactor.scrub(quote.note),
+            )
+        )
 
     async def _submit(self, order: TrackedOrder, request: OrderRequest) -> bool:
         """Send the swap; False (after publishing OrderFailed) if it was not sent, or not
@@ -383,15 +590,8 @@ class UniswapV2Executor(Component):
         problem = order_problem(request, s.symbol)
         if problem is not None:
             return await self._fail(order, problem.reason, problem.detail)
-        if self._chain is not None:
-            try:
-                await self._chain.pool_settled()  # trade the pool as of this bar's close
-            except TimeoutError:
-                return await self._fail(
-                    order,
-                    OrderFailReason.POOL_NOT_SETTLED,
-                    "an arbitrage step of an earlier bar hangs",
-                )
+        if not await self._pool_settled(order):
+            return False
         path = self._path(request)
         token_in = path[0]
         try:
@@ -461,6 +661,8 @@ class UniswapV2Executor(Component):
         async def announce(nonce: int, tx_hash: str) -> None:
             if quote_deadline is not None:
                 quote_deadline.reschedule(None)
+            self._signed.add(order.order_id)  # no balance reading until it is settled
+            self._activity += 1
             seq = await self._publish_submitted(order, nonce, tx_hash)
             if self.bus.was_withheld(seq):
                 raise SendRejectedError(
@@ -664,6 +866,14 @@ class UniswapV2Executor(Component):
                 venue_order_id=receipt.tx_hash,
             )
         )
+        self._settled(order)
+        if self.balance_source is not None:
+            self.balance_source.wake()  # reconcile the book with the chain after the fill
+
+    def _settled(self, order: TrackedOrder) -> None:
+        """The order's outcome is published: balances may be read again."""
+        self._signed.discard(order.order_id)
+        self._activity += 1
 
     async def _revert_reason(self, receipt: Receipt) -> tuple[str, str]:
         reason, detail = await replay_revert(self.rpc, receipt)
@@ -711,6 +921,7 @@ class UniswapV2Executor(Component):
                 detail=detail,
             )
         )
+        self._settled(order)
         return False
 
     # -- crash recovery ----------------------------------------------------------------
@@ -738,6 +949,7 @@ class UniswapV2Executor(Component):
                 can_replace=False,  # we do not hold the signed payload: wait, never re-send
             )
             self.orders[order_id] = order
+            self._signed.add(order_id)
             try:
                 receipt = await self._check_chain(order)
             except _Dropped as exc:

@@ -166,21 +166,6 @@ def test_config_check_command_exit_codes(tmp_path, capsys):
     assert f"{bad}: risk: unknown field" in err
 
 
-# What each shipped config's header says to set; the rest have defaults.
-DOCUMENTED_ENVIRONMENT: dict[str, dict[str, str]] = {
-    "live-dex.yaml": {"ENGINE_RPC_URL": "http://127.0.0.1:8545"},
-}
-
-
-@pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "config").glob("*.yaml")))
-def test_every_shipped_config_passes_config_check_with_its_documented_environment(
-    name, monkeypatch, capsys
-):
-    for variable, value in DOCUMENTED_ENVIRONMENT.get(name, {}).items():
-        monkeypatch.setenv(variable, value)
-    assert cli_main(["config", "check", str(ROOT / "config" / name)]) == 0, capsys.readouterr()
-
-
 def test_configuration_reference_is_up_to_date():
     committed = (ROOT / "docs" / "configuration.md").read_text()
     assert committed == render_configuration_reference(), (

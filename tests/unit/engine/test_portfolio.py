@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import structlog
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
@@ -12,9 +13,16 @@ from pydantic import ValidationError
 
 from engine.bus import EventBus
 from engine.clock import SimulatedClock
-from engine.component import ComponentContext, ComponentLookup
+from engine.component import ComponentContext, ComponentLookup, ComponentState
 from engine.config import Secrets
-from engine.events import Bar, OrderFilled, PortfolioUpdate, Side
+from engine.events import (
+    BalancesObserved,
+    Bar,
+    OrderFilled,
+    PortfolioUpdate,
+    Side,
+    StartingBalances,
+)
 from engine.portfolio import Portfolio, PortfolioConfig
 from tests import factories
 
@@ -196,6 +204,114 @@ async def test_metrics_expose_equity_drawdown_balances_and_fills():
     assert value("trade_engine_portfolio_fills_total", {"side": "BUY"}) == 1.0
     await portfolio.stop()
     assert value("trade_engine_portfolio_equity_quote") is None
+
+
+async def test_gas_is_charged_at_the_feeds_eth_price_before_the_configured_constant():
+    btc = {"symbol": "WBTC/USDT", "base_decimals": 8, "quote_decimals": 6}
+    portfolio, bus, _ = make_portfolio((btc,), {"USDT": 1_000}, eth_price_quote=3_000.0)
+    await portfolio.start()
+    bus.publish_nowait(bar(2_500.0, symbol="ETH/USDT"))  # a feed's bar; not an instrument
+    bus.publish_nowait(
+        fill("BUY", 500 * 10**6, 10**6, 50_000.0, symbol="WBTC/USDT", gas_cost_wei=10**15)
+    )
+    assert portfolio.gas_charged_quote == pytest.approx(2.5)
+
+
+async def test_the_configured_constant_is_the_fallback_and_logged_once_as_such():
+    btc = {"symbol": "WBTC/USDT", "base_decimals": 8, "quote_decimals": 6}
+    portfolio, _, _ = make_portfolio((btc,), {"USDT": 1_000}, eth_price_quote=3_000.0)
+    await portfolio.start()
+    with structlog.testing.capture_logs() as logs:
+        for order_id in ("a", "b"):
+            portfolio.apply_fill(
+                fill(
+                    "BUY",
+                    10**6,
+                    10,
+                    50_000.0,
+                    symbol="WBTC/USDT",
+                    gas_cost_wei=10**15,
+                    order_id=order_id,
+                )
+            )
+    assert portfolio.gas_charged_quote == pytest.approx(6.0)
+    warnings = [r for r in logs if r["event"] == "portfolio.gas_at_constant_price"]
+    assert len(warnings) == 1
+    assert warnings[0]["log_level"] == "warning"
+
+
+def starting(balances: dict[str, int], block: int = 7) -> StartingBalances:
+    return StartingBalances(
+        ts_event=1, ts_init=1, account="0xabc", block=block, balances=balances, eth_wei=10**18
+    )
+
+
+def observed(balances: dict[str, int], block: int = 8) -> BalancesObserved:
+    return BalancesObserved(
+        ts_event=3, ts_init=3, account="0xabc", block=block, balances=balances, reason="periodic"
+    )
+
+
+async def test_starting_balances_from_the_chain_replace_the_configured_ones_and_restart_the_peak():
+    portfolio, bus, _ = make_portfolio(balances={"USDC": 10_000})
+    updates: list[PortfolioUpdate] = []
+    bus.subscribe(PortfolioUpdate, updates.append)
+    await portfolio.start()
+    bus.publish_nowait(starting({"USDC": 500 * USDC, "WETH": ETH, "DAI": 5}))  # DAI: not ours
+    assert portfolio.balances == {"USDC": 500 * USDC, "WETH": ETH}
+    assert portfolio.equity_quote == portfolio.peak_equity_quote == 500.0
+    assert portfolio.initial_equity_quote == 500.0
+    assert portfolio.chain_account == "0xabc"
+    assert updates[-1].balances == {"USDC": 500 * USDC, "WETH": ETH}
+    bus.publish_nowait(bar(2_000.0))  # the first mark is the chain's WETH's cost basis
+    assert portfolio.equity_quote == pytest.approx(2_500.0)
+    assert portfolio.position("WETH/USDC").average_entry == pytest.approx(2_000.0)
+    assert portfolio.drawdown == 0.0
+
+
+async def test_starting_balances_after_a_fill_are_compared_with_the_book_not_applied():
+    portfolio, bus, _ = make_portfolio()
+    await portfolio.start()
+    bus.publish_nowait(fill("BUY", 1_000 * USDC, ETH // 2, 2_000.0))
+    bus.publish_nowait(starting({"USDC": 0, "WETH": 0}))
+    assert portfolio.balances == {"USDC": 9_000 * USDC, "WETH": ETH // 2}
+    assert portfolio.state is ComponentState.DEGRADED
+
+
+async def test_a_reading_beyond_the_tolerance_degrades_and_counts_and_one_that_agrees_recovers():
+    portfolio, bus, registry = make_portfolio(balance_tolerance={"USDC": "0.01"})
+    await portfolio.start()
+    value = registry.get_sample_value
+    bus.publish_nowait(observed({"USDC": 10_000 * USDC - 10_000, "WETH": 0}))  # within 0.01
+    assert portfolio.state is ComponentState.RUNNING
+    with structlog.testing.capture_logs() as logs:
+        bus.publish_nowait(observed({"USDC": 9_990 * USDC, "WETH": 1}, block=9))
+    assert portfolio.state is ComponentState.DEGRADED
+    assert portfolio.health().reason == (
+        "balances differ from the chain at block 9: "
+        "USDC book 10000.000000 USDC, chain 9990.000000 USDC; "
+        "WETH book 0.000000000000000000 WETH, chain 0.000000000000000001 WETH"
+    )
+    [warning] = [r for r in logs if r["event"] == "portfolio.balance_mismatch"]
+    assert warning["log_level"] == "warning"
+    assert value("trade_engine_portfolio_balance_mismatches_total", {"token": "USDC"}) == 1
+    assert value("trade_engine_portfolio_balance_mismatches_total", {"token": "WETH"}) == 1
+    assert value("trade_engine_portfolio_balance_checks_total") == 2
+    assert portfolio.balances == {"USDC": 10_000 * USDC, "WETH": 0}  # never rewritten
+    bus.publish_nowait(observed({"USDC": 10_000 * USDC, "WETH": 0}, block=10))
+    assert portfolio.state is ComponentState.RUNNING
+    assert value("trade_engine_portfolio_balance_checks_total") == 3
+
+
+def test_config_refuses_a_tolerance_for_an_unknown_token_or_below_zero():
+    with pytest.raises(ValidationError, match="balance_tolerance: 'DAI' is not a token"):
+        PortfolioConfig.model_validate(
+            {"instruments": [WETH_USDC], "balance_tolerance": {"DAI": 1}}
+        )
+    with pytest.raises(ValidationError, match="balance_tolerance: USDC must be >= 0"):
+        PortfolioConfig.model_validate(
+            {"instruments": [WETH_USDC], "balance_tolerance": {"USDC": -1}}
+        )
 
 
 def test_portfolio_is_found_by_name_in_its_engine_context():

@@ -412,6 +412,29 @@ async def test_feed_publishes_history_then_each_candle_once_when_it_closes(fake,
     assert h.feed.exchange.session is None  # the ccxt client was closed
 
 
+async def test_bar_symbol_publishes_the_exchanges_candles_under_the_engines_market(
+    fake, source_candles
+):
+    """ETH/USDT on the exchange prices the WETH/USDC pool: bars and their correlation ids
+    name the pool's market."""
+    k = 700
+    h = FeedHarness(
+        fake, source_candles[k].open_ms + MID, history_candles=2, bar_symbol="WETH/USDC"
+    )
+    await h.start()
+    try:
+        await wait_until(lambda: len(h.bars) == 2, "the history candles")
+    finally:
+        await h.feed.stop()
+    close_ns = (source_candles[k - 1].open_ms + HOUR_MS) * NS_PER_MS
+    assert (h.bars[-1].symbol, h.bars[-1].correlation_id) == (
+        "WETH/USDC",
+        f"WETH/USDC|1h|{close_ns}",
+    )
+    assert h.bars[-1].close == float(source_candles[k - 1].close)
+    assert {r.query.get("symbol") for r in fake.kline_requests()} == {"BTCUSDT"}  # asked as is
+
+
 async def test_forming_candle_is_never_published(fake, source_candles):
     k = 650
     h = FeedHarness(fake, source_candles[k].open_ms + MID, history_candles=2)

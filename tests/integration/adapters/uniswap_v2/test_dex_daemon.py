@@ -214,6 +214,9 @@ def external_config(models: Path, tmp: Path, anvil_url: str, deployment: Any, po
                     # catch-up must still put each one back where the journal has it.
                     "receipt_poll_seconds": 1.0,
                     "replace_after_seconds": 0,
+                    # The pool stays at KILL_PRICE while the replay moves on: with its
+                    # reserves known, risk would refuse most orders for slippage.
+                    "pool_poll_seconds": 0,
                 },
             },
             {
@@ -317,6 +320,11 @@ def test_kill_9_after_a_swap_is_sent_then_restart_settles_it_once_and_never_rese
         events = [r.get("event") for r in second.records()]
         assert "journal.caught_up" in events
         assert "journal.resume_diverged" not in events
+        # The book is re-derived from the first run's starting balances (re-published from
+        # the journal) and the re-produced fills, and agrees with the chain.
+        assert "balances.starting_from_journal" in events
+        for run in (first, second):
+            assert "portfolio.balance_mismatch" not in [r.get("event") for r in run.records()]
 
         after = journal_rows(journal)
         assert after[: len(before)] == before  # nothing lost or rewritten
