@@ -73,6 +73,7 @@ from ml.training import TrainSettings
 T = TypeVar("T")
 MB = 1024 * 1024
 WARMUP_SECONDS = 5.0
+REFERENCE_RUNS = 3  # the reference replay takes seconds: its median steadies the ratio
 CHAMPION_BARS = 1400  # synthetic bars the live part's champion is trained on
 LIVE_START = (SYNTHETIC_START + pd.Timedelta(hours=CHAMPION_BARS)).isoformat()
 POLICY_START = "2021-01-05T00:00:00Z"  # a Tuesday: the first retraining (Mondays) 146 bars in
@@ -231,6 +232,8 @@ async def _policy_replay(config: dict[str, Any], cycles: int, rss_at: int | None
     measuring = [0.0]  # wall seconds spent reading RSS, subtracted with the holds
     busy = [False]
     last_close = [0]
+    by_phase: dict[str, list[float]] = {}  # phase → [wall seconds, bars]
+    previous: list[Any] = [0.0, "", 0, 0.0]  # at the last bar: time, phase, holds, RSS reads
     done = asyncio.Event()
 
     def read_rss() -> None:
@@ -256,13 +259,22 @@ async def _policy_replay(config: dict[str, Any], cycles: int, rss_at: int | None
         if sup is None:
             if replay.published == rss_at:
                 read_rss()
-        elif sup.phase is not Phase.IDLE:
+            return
+        # From here to the next bar: this bar's features, predictions and orders, in the
+        # phase the supervisor is now in (intervals with a hold or an RSS read left out).
+        now, phase = time.perf_counter(), str(sup.phase)
+        if previous[0] and previous[2:] == [len(held), measuring[0]]:
+            spent = by_phase.setdefault(previous[1], [0.0, 0])
+            spent[0] += now - previous[0]
+            spent[1] += 1
+        if sup.phase is not Phase.IDLE:
             busy[0] = True
         elif busy[0]:  # a cycle ended at this bar
             busy[0] = False
             read_rss()
             if len(rss) > cycles:
                 done.set()
+        previous[:] = [time.perf_counter(), phase, len(held), measuring[0]]
 
     for kind in (RetrainStarted, ChallengerRegistered, RetrainFailed, PromotionDecided,
                  ModelRolledBack):  # fmt: skip
@@ -291,6 +303,7 @@ async def _policy_replay(config: dict[str, Any], cycles: int, rss_at: int | None
         "retrains": len(held),
         "rss": rss,
         "outcomes": outcomes,
+        "by_phase": by_phase,
         "last_bar_open": last_open.isoformat(),
     }
 
@@ -338,7 +351,7 @@ def print_latency(live: dict[str, Any], args: argparse.Namespace) -> None:
         )
 
 
-def print_policy(supervised: dict[str, Any], reference: dict[str, Any]) -> None:
+def print_policy(supervised: dict[str, Any], references: list[dict[str, Any]]) -> None:
     out = supervised["outcomes"]
     print(
         f"# 2. policy replay, simulated clock: {supervised['retrains']} retrainings, "
@@ -349,13 +362,25 @@ def print_policy(supervised: dict[str, Any], reference: dict[str, Any]) -> None:
     print("| replay | bars | wall s | clock held s | RSS reads s | bars/s excl. held | "
           "vs reference |")  # fmt: skip
     print("|---|---|---|---|---|---|---|")
-    base = reference["bars"] / (reference["elapsed"] - reference["measuring"])
-    for title, run in (("without supervisor (reference)", reference),
-                       ("with the supervisor", supervised)):  # fmt: skip
-        rate = run["bars"] / (run["elapsed"] - run["held"] - run["measuring"])
+    rates = [run["bars"] / (run["elapsed"] - run["held"] - run["measuring"])
+             for run in (*references, supervised)]  # fmt: skip
+    base = float(np.median(rates[:-1]))
+    each = ", ".join(f"{rate:,.0f}" for rate in rates[:-1])
+    for title, run, rate in (
+        (f"without supervisor (reference; median of {each})", references[0], base),
+        ("with the supervisor", supervised, rates[-1]),
+    ):
         print(
             f"| {title} | {run['bars']:,} | {run['elapsed']:.1f} | {run['held']:.1f} | "
             f"{run['measuring']:.2f} | {rate:,.0f} | {rate / base:.2f}x |"
+        )
+    titles = {"idle": "idle (champion only)", "shadow": "challenger in shadow",
+              "canary": "canary (previous champion in shadow)"}  # fmt: skip
+    for phase, (seconds, bars) in supervised["by_phase"].items():
+        rate = bars / seconds
+        print(
+            f"| … of which bars while {titles[phase]} | {bars:,} | {seconds:.1f} | | | "
+            f"{rate:,.0f} | {rate / base:.2f}x |"
         )
 
 
@@ -403,19 +428,22 @@ def main() -> None:
         supervised = in_fresh_process(
             policy_replay, tmp / "policy", HOURLY, tmp / "policy/models", args.cycles, None
         )
-        reference = in_fresh_process(
-            policy_replay, tmp / "reference", HOURLY, tmp / "reference/models", args.cycles,
-            supervised,
-        )  # fmt: skip
+        references = []
+        for i in range(REFERENCE_RUNS):
+            run = in_fresh_process(
+                policy_replay, tmp / f"reference-{i}", HOURLY, tmp / "reference/models",
+                args.cycles, supervised,
+            )  # fmt: skip
+            references.append(run)
 
     print(f"# bench/retrain.py: {describe_machine()}")
     print(f"# champions, LightGBM 50 rounds: live part {live_model}, policy replay {policy_model}")
     print()
     print_latency(live, args)
     print()
-    print_policy(supervised, reference)
+    print_policy(supervised, references)
     print()
-    print_rss(supervised, reference)
+    print_rss(supervised, references[0])
 
 
 if __name__ == "__main__":
