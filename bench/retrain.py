@@ -130,9 +130,11 @@ async def _live_latency(
 ) -> dict[str, Any]:
     engine = Engine(parse_engine_config(config), Secrets())
     sup: Any = engine.graph.get("supervisor")
-    marks: dict[str, tuple[int, int, str]] = {}  # bar id → (published, due, label)
-    samples: dict[str, list[tuple[int, int]]] = {}  # label → (tick-, due-to-order ns)
-    first: list[int] = []  # wall ns and close ns of the first bar: the replay's schedule
+    # bar id → (published, perf ns; published less its place on the replay's schedule,
+    # wall ns; label). The bar published soonest after its due time sets the schedule's
+    # origin: due-to-order = tick-to-order + how late the bar was published.
+    marks: dict[str, tuple[int, int, str]] = {}
+    orders: list[tuple[str, int]] = []  # (bar id, perf ns)
     warm = [False]
     trainings: list[float] = []
     failures: list[str] = []
@@ -141,17 +143,13 @@ async def _live_latency(
 
     def on_bar(bar: Bar) -> None:
         now, wall = time.perf_counter_ns(), time.time_ns()
-        if not first:
-            first.extend((wall, bar.ts_event))
-        due = first[0] + round((bar.ts_event - first[1]) / 3_600e9 * ns_per_bar)
         phase = sup.phase
         label = str(phase) if phase is not Phase.IDLE else "idle" if warm[0] else "warm-up"
-        marks[bar.correlation_id] = (now, now - (wall - due), label)
+        scheduled = round(bar.ts_event / 3_600e9 * ns_per_bar)  # up to a constant
+        marks[bar.correlation_id] = (now, wall - scheduled, label)
 
     def on_order(order: OrderRequest) -> None:
-        now = time.perf_counter_ns()
-        published, due, label = marks[order.correlation_id]
-        samples.setdefault(label, []).append((now - published, now - due))
+        orders.append((order.correlation_id, time.perf_counter_ns()))
 
     trained, decided = asyncio.Event(), asyncio.Event()
     engine.bus.subscribe(ChallengerRegistered, lambda _: trained.set(), name="bench.trained")
@@ -189,6 +187,12 @@ async def _live_latency(
             raise RuntimeError("the replay ran out of bars: make the data longer")
     finally:
         await engine.stop()
+    origin = min(offset for _, offset, _ in marks.values())
+    samples: dict[str, list[tuple[int, int]]] = {}  # label → (tick-, due-to-order ns)
+    for bar_id, at in orders:
+        published, offset, label = marks[bar_id]
+        tick = at - published
+        samples.setdefault(label, []).append((tick, tick + offset - origin))
     return {"samples": samples, "trainings": trainings, "challengers": challengers}
 
 
