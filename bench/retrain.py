@@ -2,27 +2,31 @@
 
 A whole paper engine as the daemon runs it (journal, replay, `stationary` features, a
 strategy host with one ML strategy, the retrain supervisor, the prediction API,
-portfolio, paper executor, risk manager) on synthetic hourly candles whose learnable
-pattern changes regime (bench/retrain_setup.py), with a LightGBM champion trained
-first. Each measurement runs in a fresh spawned process:
+portfolio, paper executor, a risk manager whose limits never stop the orders), with a
+LightGBM champion trained first (in another process). Each measurement runs in a fresh
+spawned process:
 
-1. **Tick-to-order while a challenger trains**, live clock, the replay at ``--rate``
-   bars a second: ``--idle`` seconds idle, then an operator retraining (AutoGluon's
-   ``medium_quality`` zoo, ``--time-limit`` s, ``num_cpus`` 1, in the supervisor's
-   spawned process; the gate is set never to promote, so one champion trades
-   throughout), ``--rounds`` times, then idle again. Each order is labelled by the
-   supervisor's phase when its bar was published: idle, training (RetrainStarted to
-   ChallengerRegistered: spawn, fit, and loading the challenger in the engine process)
-   or shadow. Tick-to-order as bench/loop.py measures it (bar published → its
-   OrderRequest, by correlation id), and due-to-order (from the bar's due time on the
-   replay's schedule: adds the time a bar waited for a busy loop). Goal: p99 while
-   training within 2x idle.
-2. **The policy replay**, simulated clock: a retraining every day at 02:00 (LightGBM,
-   500-bar window), 48 shadow bars, the gate, a 48-bar canary and its rollbacks, until
-   ``--cycles`` cycles have ended; bars/s with the wall time the clock was held for
+1. **Tick-to-order while a challenger trains**, live clock, on synthetic momentum candles
+   (bench/retrain_setup.py) replayed at ``--rate`` bars a second: ``--idle`` seconds
+   idle, then an operator retraining (AutoGluon's ``medium_quality`` zoo,
+   ``--time-limit`` s, ``num_cpus`` 1, in the supervisor's spawned process; the gate is
+   set never to promote, so one champion trades throughout), ``--rounds`` times, then
+   idle again. Each order is labelled by the supervisor's phase when its bar was
+   published: idle, training (RetrainStarted to ChallengerRegistered: spawn, fit, and
+   loading the challenger in the engine process) or shadow. Tick-to-order as
+   bench/loop.py measures it (bar published → its OrderRequest, by correlation id), and
+   due-to-order, which adds how late the bar was published against the replay's
+   schedule (a loop blocked for 100 ms delays the next bar's publication, which
+   tick-to-order does not see). Goal: p99 while training within 2x idle.
+2. **The policy replay**, simulated clock, on the bundled BTC/USDT hourly candles from
+   2021-01-05 (champion trained on those before): a retraining every Monday at 02:00
+   (LightGBM 50 rounds, the default 8760-bar window), 48 shadow bars, a lenient gate
+   (McNemar, alpha 0.45, so that some challengers are promoted), a 48-bar canary, until
+   ``--cycles`` cycles have ended. Bars/s with the wall time the clock was held for
    training (RetrainStarted → ChallengerRegistered or RetrainFailed, stamped by bus
    subscribers) and the RSS readings subtracted, against the same bars replayed without
-   a supervisor in the same run.
+   a supervisor (three times; their median), in the same run; and bars/s by the
+   supervisor's phase.
 3. **RSS** of that engine's process (psutil, after ``gc.collect()``) at the first
    RetrainStarted and after each cycle (supervisor back to idle). Goal: < 5% growth
    after 10 cycles.
@@ -90,13 +94,14 @@ def rss_mb() -> float:
     return psutil.Process().memory_info().rss / MB
 
 
-# -- 1. tick-to-order while a challenger trains (live clock) ------------------------------
-
-
 def train_champion(data: Path, models: Path, until: str) -> str:
+    """The champion: LightGBM on the candles before ``until``; its model type."""
     settings = TrainSettings(feature_set="stationary", time_limit=20, hyperparameters=FAST)
     trained = train_from_file(data, settings, ModelRegistry(models), MODEL, until=until)
     return str(trained.model.metadata["metrics"]["best_model"])
+
+
+# -- 1. tick-to-order while a challenger trains (live clock) ------------------------------
 
 
 def live_latency(
