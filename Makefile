@@ -75,7 +75,7 @@ format: install
 docs: install
 	$(BIN)/trade-engine config docs --out docs/configuration.md
 
-BENCHES ?= bus features inference dex walkforward
+BENCHES ?= bus features inference dex walkforward retrain
 
 bench: $(VENV)/.installed-bench node_modules/.installed
 	@for b in $(BENCHES); do echo "== bench/$$b.py"; $(BIN)/python bench/$$b.py || exit 1; done

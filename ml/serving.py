@@ -99,7 +99,10 @@ class ServingModel:
             predictor = TabularPredictor.load(
                 str(entry.predictor_path), check_packages=False, verbosity=0
             )
-            predictor.persist(models="best", with_ancestors=True)
+            # max_memory=None: no memory check, which sizes each model by pickling it
+            # whole while holding the GIL (a 110 ms stall of the event loop when the
+            # supervisor loads a challenger in a thread; bench/retrain.py).
+            predictor.persist(models="best", with_ancestors=True, max_memory=None)
         except Exception as exc:  # unpickling errors come in many types
             raise ModelLoadError(
                 f"model {entry.name}/{entry.version} cannot be loaded from "
