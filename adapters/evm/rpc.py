@@ -10,6 +10,7 @@ handful of known requests, so it encodes them with ``eth_abi`` and sends them wi
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -48,6 +49,33 @@ def url_secrets(url: str) -> list[str]:
     """The parts of ``url`` :func:`public_url` hides, for a redactor (empty if none)."""
     parts = urlsplit(url)
     return [p for p in (parts.path.strip("/"), parts.query, parts.username, parts.password) if p]
+
+
+class CancelSafeHTTPProvider(AsyncHTTPProvider):
+    """web3's provider, safe to cancel a request on.
+
+    Every request looks its session up in web3's process-wide cache under a
+    ``threading.Lock`` taken in a worker thread (``web3._utils.async_caching.async_lock``).
+    Cancelled while that thread waits, the request leaves: the thread then takes the lock
+    and nobody releases it, and every later request of every provider in the process
+    waits for ever (seen: an executor stopped mid-poll wedged the next one). So the
+    request itself is shielded: a cancelled caller stops waiting at once, the request
+    runs on to its answer or its timeout and releases the lock; :meth:`settle` waits for
+    such requests (before the loop that runs them may close)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._in_flight: set[asyncio.Future[Any]] = set()
+
+    async def make_request(self, method: Any, params: Any) -> Any:
+        request = asyncio.ensure_future(super().make_request(method, params))
+        self._in_flight.add(request)
+        request.add_done_callback(self._in_flight.discard)
+        return await asyncio.shield(request)
+
+    async def settle(self) -> None:
+        """Wait for every request still running (each ends by its timeout at the latest)."""
+        await asyncio.gather(*self._in_flight, return_exceptions=True)
 
 
 def calldata(function_selector: bytes, types: list[str], args: list[Any]) -> str:
@@ -97,7 +125,7 @@ class JsonRpc:
         """A provider for ``url`` with a keep-alive session, a per-request timeout and no
         automatic retries (call inside the running loop; close with ``disconnect``)."""
         timeout = ClientTimeout(total=timeout_seconds)
-        provider = AsyncHTTPProvider(
+        provider = CancelSafeHTTPProvider(
             url,
             # web3 puts its own 30 s timeout on every request unless given one here.
             request_kwargs={"timeout": timeout},
@@ -110,6 +138,9 @@ class JsonRpc:
         return cls(provider)
 
     async def disconnect(self) -> None:
+        """Close the session once the requests still running have ended."""
+        if isinstance(self.provider, CancelSafeHTTPProvider):
+            await self.provider.settle()
         await self.provider.disconnect()
 
     async def request(self, method: str, params: list[Any]) -> Any:
