@@ -106,19 +106,22 @@ class AccountBalanceSource:
                 )
                 await self.bus.publish(event)
                 return event, True
-        reading = await self.read()
-        now = self.clock.timestamp_ns()
-        event = StartingBalances(
-            ts_event=now,
-            ts_init=now,
-            correlation_id=self.correlation_id,
-            account=self.account,
-            block=reading.block,
-            balances=reading.tokens,
-            eth_wei=reading.eth_wei,
-        )
+        event = StartingBalances(**self._fields(await self.read()))
         await self.bus.publish(event)
         return event, False
+
+    def _fields(self, reading: AccountBalances) -> dict[str, Any]:
+        """What a balances event says of one reading, stamped now."""
+        now = self.clock.timestamp_ns()
+        return {
+            "ts_event": now,
+            "ts_init": now,
+            "correlation_id": self.correlation_id,
+            "account": self.account,
+            "block": reading.block,
+            "balances": reading.tokens,
+            "eth_wei": reading.eth_wei,
+        }
 
     def wake(self) -> None:
         """Read again soon (a fill was published)."""
@@ -137,17 +140,7 @@ class AccountBalanceSource:
             return None
         if self._in_flight() or self._activity() != before:
             return None
-        now = self.clock.timestamp_ns()
-        event = BalancesObserved(
-            ts_event=now,
-            ts_init=now,
-            correlation_id=self.correlation_id,
-            account=self.account,
-            block=reading.block,
-            balances=reading.tokens,
-            eth_wei=reading.eth_wei,
-            reason=reason,
-        )
+        event = BalancesObserved(**self._fields(reading), reason=reason)
         await self.bus.publish(event)
         return event
 
