@@ -31,7 +31,8 @@ challenger's shadow (from zero) or a canary, saying which in the log. Versions b
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -211,7 +212,7 @@ class PairedScorer:
 
 
 def training_window(
-    history: pd.DataFrame | None, live: list[Bar], timeframe: str, now_ns: int, window_bars: int
+    history: pd.DataFrame | None, live: Sequence[Bar], timeframe: str, now_ns: int, window_bars: int
 ) -> pd.DataFrame:
     """The last ``window_bars`` candles that closed at or before ``now_ns``: the history
     file's, with the bars seen live in place of the file's for the same candle."""
@@ -288,7 +289,7 @@ class RetrainSupervisor(Component):
         self._registry: ModelRegistry | None = None
         self._history: pd.DataFrame | None = None
         self._timeframe = ""
-        self._live: list[Bar] = []
+        self._live: deque[Bar] = deque(maxlen=self.settings.window_bars)
         self._last_bar: dict[str, Bar] = {}
         self._cool_until = 0
         self._next_schedule = 0
@@ -467,9 +468,7 @@ class RetrainSupervisor(Component):
             return
         self._last_bar[bar.symbol] = bar
         self._timeframe = self._timeframe or bar.timeframe
-        self._live.append(bar)
-        if len(self._live) > self.settings.window_bars:
-            del self._live[: len(self._live) - self.settings.window_bars]
+        self._live.append(bar)  # the deque keeps the last window_bars
         if not self._next_schedule:
             self._arm_schedule()
         scored = self.scorer.on_bar(bar)
