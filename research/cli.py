@@ -2,8 +2,9 @@
 
 Each run writes a directory (``--report DIR``, default ``<research-dir>/runs/<kind>-<time>``)
 with ``result.json``, ``bars.csv`` and ``report.html``, and prints its figures beside
-the buy-and-hold and always-up baselines. Backtests and walk-forwards are counted in
-``<research-dir>/trials.jsonl`` for the deflated Sharpe ratio. ``policies`` writes
+the buy-and-hold and always-up baselines and its verdict (:mod:`research.verdict`).
+Backtests and walk-forwards are counted in ``<research-dir>/trials.jsonl`` for the
+deflated Sharpe ratio. ``policies`` writes
 ``result.json``, ``bars.csv`` and ``result.md`` to ``--out``, which also caches its models,
 and is not counted as a trial: it selects no strategy, its verdict rests on paired tests.
 Exit codes follow ``engine.cli``: 0 done, 1 failed, 2 bad usage.
