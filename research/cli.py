@@ -2,8 +2,9 @@
 
 Each run writes a directory (``--report DIR``, default ``<research-dir>/runs/<kind>-<time>``)
 with ``result.json``, ``bars.csv`` and ``report.html``, and prints its figures beside
-the buy-and-hold and always-up baselines. Backtests and walk-forwards are counted in
-``<research-dir>/trials.jsonl`` for the deflated Sharpe ratio. ``policies`` writes
+the buy-and-hold and always-up baselines and its verdict (:mod:`research.verdict`).
+Backtests and walk-forwards are counted in ``<research-dir>/trials.jsonl`` for the
+deflated Sharpe ratio. ``policies`` writes
 ``result.json``, ``bars.csv`` and ``result.md`` to ``--out``, which also caches its models,
 and is not counted as a trial: it selects no strategy, its verdict rests on paired tests.
 Exit codes follow ``engine.cli``: 0 done, 1 failed, 2 bad usage.
@@ -239,33 +240,34 @@ def _finish(
     bars: pd.DataFrame | None,
     trial: Trial | None,
 ) -> Path:
-    """Count the trial, write the run, render its report, print its figures."""
+    """Count the trial, judge the result, write the run, render its report, print it."""
     from research import runs
     from research.report import render_report
-    from research.tables import figures_table, percentiles_table
+    from research.tables import figures_table, percentiles_table, sharpe_line
     from research.trials import TrialsLedger
+    from research.verdict import judge_document
 
     run_dir = args.report or runs.default_run_dir(args.research_dir, kind)
     if trial is not None:
         trial = dataclasses.replace(trial, run_dir=str(run_dir))
         dsr = TrialsLedger(args.research_dir).record_and_deflate(trial)
         document["deflated_sharpe"] = runs.deflated_to_dict(dsr, document["figures"])
+    verdict = judge_document(document)
+    if verdict is not None:
+        document["verdict"] = verdict.to_dict()
     runs.write_run(run_dir, document, bars)
     html = render_report(run_dir)
     if "figures" in document:
-        print(figures_table(document["figures"]))
+        print(figures_table(document["figures"], document.get("in_sample_bars")))
     if "montecarlo" in document:
         print(document["montecarlo"]["description"] + "\n")
         print(percentiles_table(document["montecarlo"]))
         share = document["montecarlo"]["share_sharpe_above_buy_and_hold"]
         print(f"\nsamples where the model's Sharpe beats buy & hold's: {share:.1%}")
     if "deflated_sharpe" in document:
-        d = document["deflated_sharpe"]
-        print(
-            f"\ndeflated Sharpe ratio: {d['dsr']:.3f} over {d['n_trials']} trial(s) on this data "
-            f"(expected best per-bar Sharpe by luck {d['expected_max_sharpe']:.4f}); "
-            f"P(true Sharpe > buy & hold's) {d['psr_vs_buy_and_hold']:.3f}"
-        )
+        print("\n" + sharpe_line(document["deflated_sharpe"]))
+    if verdict is not None:
+        print(f"\nverdict: {verdict.sentence}")
     print(f"\n{run_dir}/result.json\n{html}")
     return run_dir
 

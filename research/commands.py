@@ -89,7 +89,8 @@ def backtest_model(
     )
     span = served.version.metadata.get("training_span", {})
     last_trained = span.get("last_bar")
-    in_sample = int((stamps <= pd.Timestamp(last_trained)).sum()) if last_trained else 0
+    in_sample_mask = (stamps <= pd.Timestamp(last_trained)).to_numpy() if last_trained else False
+    in_sample = int(np.sum(in_sample_mask))
     if in_sample:
         print(
             f"WARNING: {in_sample} of {len(stamps)} bars are inside the model's training span "
@@ -115,7 +116,7 @@ def backtest_model(
         },
         "figures": runs.backtest_figures(result),
     }
-    bars = result.bars.assign(timestamp=stamps.to_numpy())
+    bars = result.bars.assign(timestamp=stamps.to_numpy(), in_sample=in_sample_mask)
     bars.index.name = "row"
     trial = _trial("backtest", described["sha256"], result, {"model": model, "start": start})
     return document, bars, trial
@@ -190,6 +191,7 @@ def run_montecarlo_command(
             "method": "block-bootstrap",
             "source_run": str(args.run),
             "data": source["data"],
+            "in_sample_bars": int(bars["in_sample"].sum()) if "in_sample" in bars else 0,
             "montecarlo": result.to_dict(),
         }
     if args.data is None:

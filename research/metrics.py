@@ -124,6 +124,35 @@ def expected_max_sharpe(n_trials: int, sharpe_variance: float) -> float:
     return float(math.sqrt(sharpe_variance) * ((1 - EULER_GAMMA) * z1 + EULER_GAMMA * z2))
 
 
+def sharpe_name(n_trials: int) -> str:
+    """What a PSR/DSR figure is called: with one trial nothing is deflated, so the
+    "deflated" Sharpe ratio is just the probabilistic one and is named so."""
+    if n_trials <= 1:
+        return "probabilistic Sharpe ratio"
+    return f"deflated Sharpe ratio over N = {n_trials} trials"
+
+
+def sharpe_skill_probability(
+    sharpe: float,
+    n_obs: int,
+    skew: float = 0.0,
+    kurtosis: float = 3.0,
+    benchmark: float = 0.0,
+    n_trials: int = 1,
+    trial_variance: float = 0.0,
+) -> float:
+    """P(true per-bar Sharpe > ``benchmark`` + the best that luck gives in N trials).
+
+    The PSR against ``benchmark`` raised by :func:`expected_max_sharpe`: with one trial
+    it is the probabilistic Sharpe ratio, with N it is the deflated one (Bailey & López
+    de Prado 2014), measured from ``benchmark`` instead of from zero: the N unskilled
+    trials are taken to have the benchmark's Sharpe, so their expected best is shifted
+    by it. nan when the standard error is undefined (fewer than 2 observations).
+    """
+    threshold = benchmark + expected_max_sharpe(n_trials, trial_variance)
+    return probabilistic_sharpe_ratio(sharpe, threshold, n_obs, skew, kurtosis)
+
+
 @dataclass(frozen=True)
 class DeflatedSharpe:
     """The deflated Sharpe ratio and what went into it."""
@@ -134,6 +163,10 @@ class DeflatedSharpe:
     expected_max_sharpe: float  # SR0, per bar
     sharpe: float  # this run's per-bar Sharpe
     n_obs: int
+
+    @property
+    def name(self) -> str:
+        return sharpe_name(self.n_trials)
 
 
 def deflated_sharpe_ratio(
@@ -151,5 +184,5 @@ def deflated_sharpe_ratio(
     n_trials = max(1, len(trial_sharpes))
     variance = float(np.var(trial_sharpes, ddof=1)) if len(trial_sharpes) > 1 else 0.0
     sr0 = expected_max_sharpe(n_trials, variance)
-    dsr = probabilistic_sharpe_ratio(sharpe, sr0, n_obs, skew, kurtosis)
+    dsr = sharpe_skill_probability(sharpe, n_obs, skew, kurtosis, 0.0, n_trials, variance)
     return DeflatedSharpe(dsr, n_trials, variance, sr0, sharpe, n_obs)

@@ -107,7 +107,7 @@ def block_bootstrap(
     show_progress: bool = False,
 ) -> MonteCarloResult:
     """Resample blocks of a walk-forward run's out-of-sample bars (``bars.csv``)."""
-    needed = {"correct", "strategy_return", "buy_and_hold_equity", "fold"}
+    needed = {"correct", "label", "strategy_return", "buy_and_hold_equity", "fold"}
     missing = needed - set(bars.columns)
     if missing:
         raise ValueError(f"not a walk-forward out-of-sample table: lacks {sorted(missing)}")
@@ -137,7 +137,13 @@ def block_bootstrap(
         f"walk-forward run, blocks of {block_length} bars; each bar keeps the hit/miss and "
         "net return its fold's model gave it (no refit)."
     )
-    parameters = {"samples": samples, "block_length": block_length, "bars": n, "seed": seed}
+    parameters = {
+        "samples": samples,
+        "block_length": block_length,
+        "bars": n,
+        "seed": seed,
+        "up_rate": float(bars["label"].mean()),  # always-up's accuracy on these bars
+    }
     return MonteCarloResult("block-bootstrap", description, out, parameters)
 
 
@@ -187,6 +193,8 @@ def run_random_sample(task: RandomSampleTask) -> dict[str, float]:
         "max_drawdown": result.model.max_drawdown,
         "bh_sharpe": result.buy_and_hold.sharpe,
         "bh_max_drawdown": result.buy_and_hold.max_drawdown,
+        "up_rate": float(result.always_up.accuracy or 0.0),
+        "bars": result.model.bars,
     }
 
 
@@ -244,5 +252,11 @@ def random_sample(
         f"{test_fraction:.0%} of the draw tested, the rest trained on (random rows: "
         "LEAKS TIME)."
     )
-    parameters = {"runs": runs, "sample_fraction": sample_fraction, "seed": seed}
+    parameters = {
+        "runs": runs,
+        "sample_fraction": sample_fraction,
+        "seed": seed,
+        "bars": min((o["bars"] for o in outcomes), default=0),  # tested per run
+        "up_rate": float(np.mean([o["up_rate"] for o in outcomes])) if outcomes else None,
+    }
     return MonteCarloResult("random-sample", description, out, parameters)

@@ -1,9 +1,12 @@
 """One self-contained HTML page per research run, plots embedded as base64 PNG.
 
 Reads a run directory (``result.json`` + ``bars.csv``) and writes ``report.html``: the
-figures beside their baselines, the deflated Sharpe ratio, and plots — equity vs
+verdict (:mod:`research.verdict`) first, the figures beside their baselines, the
+deflated (or, over one trial, probabilistic) Sharpe ratio, and plots — equity vs
 buy-and-hold, drawdown, rolling accuracy, calibration, fold accuracies (walk-forward),
-or the bootstrap distributions (Monte Carlo). Matplotlib runs headless (Agg).
+or the bootstrap distributions (Monte Carlo). Bars inside the model's training span are
+counted in the figures table, shaded on the equity and drawdown plots and flagged per
+fold. Matplotlib runs headless (Agg).
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ from matplotlib.figure import Figure
 
 from research.metrics import drawdown_series
 from research.runs import read_run
-from research.tables import figures_cells
+from research.tables import IN_SAMPLE_ROW, figures_cells, in_sample_cell, sharpe_line
+from research.verdict import judge_document
 
 ROLLING_BARS = 60
 CSS = """
@@ -33,7 +37,10 @@ body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#22
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;
 text-align:right}th:first-child,td:first-child{text-align:left}.warn{background:#fff3cd;
 padding:8px;border:1px solid #e0c060}img{max-width:100%}code{background:#f4f4f4}
+.verdict{padding:10px;border:2px solid #999;font-size:1.1em}.skill{border-color:#2a8a2a}
+.no-skill{border-color:#b03030}tr.in-sample td{background:#fde2e2}
 """
+IN_SAMPLE_COLOUR = "#f4a6a6"
 
 
 def _png(draw: Callable[[Figure], None], size: tuple[float, float] = (10, 3.6)) -> str:
@@ -49,10 +56,17 @@ def _png(draw: Callable[[Figure], None], size: tuple[float, float] = (10, 3.6)) 
     return f'<img alt="plot" src="data:image/png;base64,{data}">'
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+def _table(
+    header: Sequence[str], rows: Sequence[Sequence[Any]], marked: Sequence[bool] = ()
+) -> str:
+    """An HTML table; rows flagged in ``marked`` get the in-sample class (shaded)."""
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    flags = list(marked) + [False] * (len(rows) - len(marked))
     body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows
+        ('<tr class="in-sample">' if flag else "<tr>")
+        + "".join(f"<td>{html.escape(str(c))}</td>" for c in row)
+        + "</tr>"
+        for row, flag in zip(rows, flags, strict=True)
     )
     return f"<table><tr>{head}</tr>{body}</table>"
 
@@ -63,6 +77,20 @@ def _times(bars: pd.DataFrame) -> pd.Series | np.ndarray:
     return np.arange(len(bars))
 
 
+def _shade_in_sample(ax: Any, bars: pd.DataFrame, t: pd.Series | np.ndarray) -> None:
+    """Shade the bars inside the model's training span (``bars.csv``'s ``in_sample``)."""
+    if "in_sample" not in bars.columns:
+        return
+    flags = bars["in_sample"].astype(bool).to_numpy()
+    times = np.asarray(t)
+    label = "in-sample (model's training span)"
+    for run in np.split(np.arange(len(flags)), np.flatnonzero(np.diff(flags)) + 1):
+        if len(run) and flags[run[0]]:
+            span = times[run[0]], times[run[-1]]
+            ax.axvspan(*span, color=IN_SAMPLE_COLOUR, alpha=0.4, label=label)
+            label = None  # one legend entry
+
+
 def _equity_plot(bars: pd.DataFrame) -> str:
     t = _times(bars)
 
@@ -70,6 +98,7 @@ def _equity_plot(bars: pd.DataFrame) -> str:
         ax = fig.add_subplot()
         ax.plot(t, bars["equity"], label="model (after fees)")
         ax.plot(t, bars["buy_and_hold_equity"], label="buy & hold (= always up)", alpha=0.8)
+        _shade_in_sample(ax, bars, t)
         ax.set_yscale("log")
         ax.set_title("Equity, starting at 1 (log scale)")
         ax.legend()
@@ -85,6 +114,7 @@ def _drawdown_plot(bars: pd.DataFrame) -> str:
         ax.fill_between(t, -drawdown_series(bars["equity"].to_numpy()), label="model", alpha=0.5)
         bh = -drawdown_series(bars["buy_and_hold_equity"].to_numpy())
         ax.plot(t, bh, label="buy & hold", color="C1", lw=0.8)
+        _shade_in_sample(ax, bars, t)
         ax.set_title("Drawdown from the running peak")
         ax.legend()
 
@@ -179,7 +209,8 @@ def _percentile_rows(mc: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]
 
 
 def _fold_rows(folds: list[Mapping[str, Any]]) -> tuple[list[str], list[list[Any]]]:
-    header = ["fold", "train", "test", "accuracy", "95% CI", "always up", "return", "b&h return"]
+    header = ["fold", "train", "test", "in-sample", "accuracy", "95% CI", "always up", "return"]
+    header.append("b&h return")
     rows = []
     for f in folds:
         m, b = f["figures"]["model"], f["figures"]["buy_and_hold"]
@@ -189,6 +220,7 @@ def _fold_rows(folds: list[Mapping[str, Any]]) -> tuple[list[str], list[list[Any
                 f["fold"],
                 f"{f['train_first'][:10]}..{f['train_last'][:10]} ({f['train_rows']})",
                 f"{f['test_first'][:10]}..{f['test_last'][:10]} ({f['test_rows']})",
+                _fold_in_sample(f),
                 f"{m['accuracy']:.3f}",
                 f"[{m['accuracy_ci_low']:.3f}, {m['accuracy_ci_high']:.3f}]",
                 f"{up:.3f}",
@@ -197,6 +229,31 @@ def _fold_rows(folds: list[Mapping[str, Any]]) -> tuple[list[str], list[list[Any
             ]
         )
     return header, rows
+
+
+def _fold_in_sample(fold: Mapping[str, Any]) -> str:
+    if "in_sample_bars" not in fold:  # a run from before folds were flagged
+        return "n/a"
+    return in_sample_cell(fold["in_sample_bars"], fold["test_rows"])
+
+
+def _verdict(document: Mapping[str, Any]) -> str:
+    """The verdict box: the run's own, or judged now for a run written before verdicts."""
+    verdict = document.get("verdict")
+    if not isinstance(verdict, Mapping):  # `policies` keeps a list of lines under that key
+        judged = judge_document(document)
+        if judged is None:
+            return ""
+        verdict = judged.to_dict()
+    css = "skill" if verdict["skill"] else "no-skill"
+    rules = [
+        [name, "pass" if r["passed"] else "fail", r["detail"]]
+        for name, r in verdict["rules"].items()
+    ]
+    return (
+        f'<p class="verdict {css}"><b>Verdict:</b> {html.escape(verdict["sentence"])}</p>'
+        + _table(["rule", f"at {verdict['level']:g}", "detail"], rules)
+    )
 
 
 def render_html(document: Mapping[str, Any], bars: pd.DataFrame | None) -> str:
@@ -213,27 +270,28 @@ def render_html(document: Mapping[str, Any], bars: pd.DataFrame | None) -> str:
         )
         + f"</p><p><code>{html.escape(document.get('command', ''))}</code></p>"
     )
+    parts.append(_verdict(document))
     for key in ("warning",):
         if document.get(key):
             parts.append(f'<p class="warn">{html.escape(document[key])}</p>')
     if document.get("in_sample_bars"):
         parts.append(
             f'<p class="warn">{document["in_sample_bars"]} bars are inside the model\'s '
-            "training span: those figures are in-sample.</p>"
+            "training span: those figures are in-sample (shaded on the plots).</p>"
         )
     if "figures" in document:
         parts.append("<h2>Figures beside the baselines</h2>")
-        parts.append(_table(*figures_cells(document["figures"])))
+        header, rows = figures_cells(document["figures"], document.get("in_sample_bars"))
+        marked = [row[0] == IN_SAMPLE_ROW and bool(document["in_sample_bars"]) for row in rows]
+        parts.append(_table(header, rows, marked))
     if "deflated_sharpe" in document:
         d = document["deflated_sharpe"]
         parts.append(
             "<p>"
             + html.escape(
-                f"Deflated Sharpe ratio {d['dsr']:.3f}: the probability that the true Sharpe "
-                f"beats the best of {d['n_trials']} unskilled trial(s) on this data "
-                f"(expected max per-bar Sharpe {d['expected_max_sharpe']:.4f}, variance of "
-                f"the trials' Sharpe {d['sharpe_variance']:.3g}). Probability that the true "
-                f"Sharpe beats buy-and-hold's: {d.get('psr_vs_buy_and_hold', float('nan')):.3f}."
+                sharpe_line(d)[0].upper()
+                + sharpe_line(d)[1:]
+                + f". Variance of the trials' per-bar Sharpe: {d['sharpe_variance']:.3g}."
             )
             + "</p>"
         )
@@ -247,7 +305,8 @@ def render_html(document: Mapping[str, Any], bars: pd.DataFrame | None) -> str:
     if document.get("folds"):
         parts.append("<h2>Folds</h2>")
         parts.append(_fold_plot(document["folds"]))
-        parts.append(_table(*_fold_rows(document["folds"])))
+        marked = [bool(f.get("in_sample_bars")) for f in document["folds"]]
+        parts.append(_table(*_fold_rows(document["folds"]), marked))
     if "montecarlo" in document:
         mc = document["montecarlo"]
         parts.append(f"<h2>Monte Carlo: {html.escape(document.get('method', ''))}</h2>")

@@ -86,7 +86,7 @@ def deflated_to_dict(dsr: DeflatedSharpe, figures: dict[str, Any]) -> dict[str, 
         model["skew"],
         model["kurtosis"],
     )
-    return {**dsr.__dict__, "psr_vs_buy_and_hold": psr}
+    return {**dsr.__dict__, "name": dsr.name, "psr_vs_buy_and_hold": psr}
 
 
 def backtest_figures(result: BacktestResult) -> dict[str, Any]:
@@ -120,6 +120,8 @@ def walkforward_document(result: WalkForwardResult, timestamps: pd.Series) -> di
                 "test_last": str(timestamps.loc[test_rows[-1]]),
                 "test_first_row": int(test_rows[0]),
                 "test_last_row": int(test_rows[-1]),
+                "in_sample": bool(span.in_sample.any()),
+                "in_sample_bars": int(span.in_sample.sum()),
                 "tuning_accuracy": out.tuning_accuracy,
                 "best_model": out.best_model,
                 "fit_seconds": out.seconds,
@@ -129,6 +131,7 @@ def walkforward_document(result: WalkForwardResult, timestamps: pd.Series) -> di
     return {
         "config": result.config.to_json(),
         "figures": backtest_figures(result.pooled),
+        "in_sample_bars": sum(f["in_sample_bars"] for f in folds),
         "folds": folds,
         "wall_seconds": result.wall_seconds,
     }

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from research.metrics import sharpe_name
+
 COLUMNS = (("model", "model"), ("buy_and_hold", "buy & hold"), ("always_up", "always up"))
 
 
@@ -40,17 +42,33 @@ ROWS: tuple[tuple[str, Callable[[Mapping[str, Any]], str]], ...] = (
 )
 
 
-def figures_cells(figures: Mapping[str, Mapping[str, Any]]) -> tuple[list[str], list[list[str]]]:
-    """Header and rows (first cell: the figure's name) for whichever strategies are present."""
+IN_SAMPLE_ROW = "bars inside the model's training span"
+
+
+def in_sample_cell(in_sample_bars: int, bars: int) -> str:
+    """``0 of 729``, or ``120 of 729: IN-SAMPLE`` when the model trained on some of them."""
+    return f"{in_sample_bars} of {bars}" + (": IN-SAMPLE" if in_sample_bars else "")
+
+
+def figures_cells(
+    figures: Mapping[str, Mapping[str, Any]], in_sample_bars: int | None = None
+) -> tuple[list[str], list[list[str]]]:
+    """Header and rows (first cell: the figure's name) for whichever strategies are present;
+    with ``in_sample_bars``, a last row counting the bars the model trained on."""
     present = [(key, title) for key, title in COLUMNS if key in figures]
     header = ["figure", *(title for _, title in present)]
     rows = [[name, *(render(figures[key]) for key, _ in present)] for name, render in ROWS]
+    if in_sample_bars is not None:
+        model = in_sample_cell(in_sample_bars, figures["model"]["bars"])
+        rows.append([IN_SAMPLE_ROW, model, *("—" for _ in present[1:])])
     return header, rows
 
 
-def figures_table(figures: Mapping[str, Mapping[str, Any]]) -> str:
+def figures_table(
+    figures: Mapping[str, Mapping[str, Any]], in_sample_bars: int | None = None
+) -> str:
     """Markdown table of ``{"model": {...}, "buy_and_hold": {...}, "always_up": {...}}``."""
-    header, rows = figures_cells(figures)
+    header, rows = figures_cells(figures, in_sample_bars)
     lines = ["| " + " | ".join(header) + " |", "|---|" + "---|" * (len(header) - 1)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
@@ -99,3 +117,25 @@ def policies_table(figures: Mapping[str, Mapping[str, Any]]) -> str:
     for label, render in POLICY_ROWS:
         lines.append(f"| {label} | " + " | ".join(render(figures[n]) for n in names) + " |")
     return "\n".join(lines)
+
+
+def sharpe_line(deflated: Mapping[str, Any]) -> str:
+    """The DSR (or, over one trial, the PSR) against a zero Sharpe, named for what it is,
+    and the PSR against buy-and-hold's Sharpe (``runs.deflated_to_dict``'s fields)."""
+    n = deflated["n_trials"]
+    vs_hold = f"P(true Sharpe > buy & hold's) = {_num3(deflated.get('psr_vs_buy_and_hold'))}"
+    name = sharpe_name(n)
+    if n <= 1:
+        return (
+            f"{name} (one trial on this data, nothing to deflate): "
+            f"P(true Sharpe > 0) = {_num3(deflated['dsr'])}; {vs_hold}"
+        )
+    return (
+        f"{name} on this data: P(true Sharpe > "
+        f"{deflated['expected_max_sharpe']:.4f} per bar, the best of {n} unskilled trials "
+        f"by luck) = {_num3(deflated['dsr'])}; {vs_hold} (not deflated)"
+    )
+
+
+def _num3(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"

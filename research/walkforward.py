@@ -72,6 +72,11 @@ class FoldSpan:
     train: np.ndarray
     test: np.ndarray
 
+    @property
+    def in_sample(self) -> np.ndarray:
+        """Per test position: inside this fold's training span (never, as folds are made)."""
+        return self.test <= self.train.max()
+
 
 def make_folds(
     rows: np.ndarray,
@@ -246,6 +251,7 @@ def walk_forward(
     pooled = _backtest_rows(data, rows, p_up, config)
     oos = pooled.bars.assign(
         fold=np.concatenate([np.full(len(s.test), s.fold) for s in spans]),
+        in_sample=np.concatenate([s.in_sample for s in spans]),
         timestamp=data.timestamps.loc[rows].to_numpy(),
     )
     oos.index.name = "row"

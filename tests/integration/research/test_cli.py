@@ -22,6 +22,7 @@ pytestmark = pytest.mark.integration
 
 DATA = SAMPLES_DIR / "BTC-USD_1d.csv"
 TINY_JSON = '{"GBM": {"num_boost_round": 50}}'
+STATUSES = {"evidence of skill", "no evidence of skill", "insufficient data"}
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +61,14 @@ def test_walkforward_writes_every_figure_a_report_and_counts_a_trial(walkforward
     assert "buy &amp; hold" in html
     assert "always up" in html
     assert "| figure | model | buy & hold | always up |" in done.stdout
+    assert result["in_sample_bars"] == 0
+    assert [f["in_sample"] for f in result["folds"]] == [False, False]
+    assert result["verdict"]["status"] in STATUSES
+    assert f"verdict: {result['verdict']['sentence']}" in done.stdout
+    assert "<b>Verdict:</b>" in html
+    _, bars = read_run(run_dir)
+    assert bars is not None
+    assert not bars["in_sample"].any()
     ledger = (research / "trials.jsonl").read_text().splitlines()
     assert any(json.loads(line)["kind"] == "walkforward" for line in ledger)
 
@@ -95,7 +104,12 @@ def test_block_bootstrap_montecarlo_reads_the_walkforward_run(walkforward_run, r
     assert set(mc["percentiles"]["model"]) == {"accuracy", "sharpe", "max_drawdown"}
     assert len(mc["distributions"]["model"]["sharpe"]) == 200
     assert "data:image/png;base64," in (out / "report.html").read_text()
-    assert "leaks time" not in capsys.readouterr().err
+    assert 0 < mc["up_rate"] < 1
+    assert result["verdict"]["status"] in STATUSES
+    assert result["verdict"]["rules"]["out of sample"]["passed"] is True
+    captured = capsys.readouterr()
+    assert "leaks time" not in captured.err
+    assert f"verdict: {result['verdict']['sentence']}" in captured.out
 
 
 def test_random_sample_montecarlo_warns_that_it_leaks_time(research, capsys):
@@ -111,6 +125,8 @@ def test_random_sample_montecarlo_warns_that_it_leaks_time(research, capsys):
     result = json.loads((out / "result.json").read_text())
     assert "LEAKS TIME" in result["montecarlo"]["description"]
     assert len(result["montecarlo"]["distributions"]["model"]["accuracy"]) == 2
+    assert result["verdict"]["status"] == "no evidence of skill"
+    assert "the method leaks time" in result["verdict"]["sentence"]
 
 
 def test_backtest_of_a_registered_model_out_of_sample_beside_its_baselines(
@@ -123,7 +139,7 @@ def test_backtest_of_a_registered_model_out_of_sample_beside_its_baselines(
     )
     train_and_register(frame[frame["timestamp"] < "2021-01-01"], settings, registry, "btc", {})
     out = tmp_path / "bt"
-    before = len((research / "trials.jsonl").read_text().splitlines())
+    before = len(_ledger(research)) if (research / "trials.jsonl").exists() else 0
     code = main(
         ["backtest", "--model", "btc", "--models-dir", str(registry.root), "--data", str(DATA),
          "--start", "2021-01-01", "--fee-bps", "30", "--report", str(out),
@@ -135,12 +151,38 @@ def test_backtest_of_a_registered_model_out_of_sample_beside_its_baselines(
     assert result["figures"]["model"]["bars"] == 729  # 2021-01-01 .. 2022-12-30
     assert result["config"]["rule"]["fee_bps"] == 30
     stdout = capsys.readouterr().out
-    assert "deflated Sharpe ratio" in stdout
+    # One trial on this data (this test alone) is the PSR, more are deflated.
+    name = "probabilistic" if len(after := _ledger(research)) == 1 else "deflated"
+    assert f"{name} Sharpe ratio" in stdout
     assert "buy & hold" in stdout
-    after = (research / "trials.jsonl").read_text().splitlines()
+    assert f"verdict: {result['verdict']['sentence']}" in stdout
+    assert "| bars inside the model's training span | 0 of 729 |" in stdout
     assert len(after) == before + 1
     assert result["deflated_sharpe"]["n_trials"] == len(after)  # same data file for all
     assert_each_bar_earns_the_next_bars_return(out)
+
+    # From 2020-10-01, the 91 bars to 2020-12-30 are ones the model trained on.
+    in_sample = tmp_path / "bt-in-sample"
+    code = main(
+        ["backtest", "--model", "btc", "--models-dir", str(registry.root), "--data", str(DATA),
+         "--start", "2020-10-01", "--report", str(in_sample), "--research-dir", str(research),
+         "--no-progress"]
+    )  # fmt: skip
+    assert code == 0
+    result, bars = read_run(in_sample)
+    assert bars is not None
+    assert result["in_sample_bars"] == int(bars["in_sample"].sum()) == 91
+    assert bars["in_sample"].iloc[:91].all()
+    assert not bars["in_sample"].iloc[91:].any()
+    assert result["verdict"]["status"] == "no evidence of skill"
+    assert result["verdict"]["rules"]["out of sample"]["passed"] is False
+    assert "91 of 821 bars are inside the model's training span" in result["verdict"]["sentence"]
+    assert "| 91 of 821: IN-SAMPLE |" in capsys.readouterr().out
+    assert '<tr class="in-sample">' in (in_sample / "report.html").read_text()
+
+
+def _ledger(research) -> list[str]:
+    return (research / "trials.jsonl").read_text().splitlines()
 
 
 def test_backtest_refuses_a_model_of_another_timeframe_unless_allowed(

@@ -14,6 +14,7 @@ from ml.leakage import LeakageError
 from ml.training import TrainSettings
 from research import walkforward
 from research.walkforward import (
+    FoldSpan,
     WalkForwardConfig,
     make_folds,
     walk_forward,
@@ -60,6 +61,12 @@ def test_purged_folds_leave_no_train_label_overlapping_the_test_window(shape):
             assert fold.test[0] == previous_end
         previous_end = fold.test[-1] + 1
     assert previous_end == len(rows)  # every bar after the first window is tested once
+    assert not any(fold.in_sample.any() for fold in folds)  # no test bar was trained on
+
+
+def test_a_test_bar_inside_its_folds_training_span_is_flagged_in_sample():
+    span = FoldSpan(0, train=np.arange(10, 40), test=np.arange(35, 45))
+    np.testing.assert_array_equal(span.in_sample, np.arange(35, 45) <= 39)
 
 
 def test_each_bar_earns_the_return_to_the_next_close_never_its_own(dataset, daily):
