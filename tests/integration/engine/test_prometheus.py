@@ -13,7 +13,6 @@ structurally, and every PromQL expression in it is parsed by the real Prometheus
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import signal
 import subprocess
@@ -30,6 +29,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.metrics_docs import METRIC_NAME, documented_series
 from tests.paper_support import paper_config, shared_small_model
 from tests.paths import ROOT
 from tests.processes import EngineProcess, free_port
@@ -38,9 +38,7 @@ pytestmark = pytest.mark.integration
 
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "trade-engine.json"
 PROVISIONING = ROOT / "deploy" / "grafana" / "provisioning"
-METRICS_DOC = ROOT / "docs" / "metrics.md"
 JOB = "trade-engine"
-METRIC_NAME = re.compile(r"\btrade_engine_[a-z0-9_]+")
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 # What Grafana puts in place of its built-in interval variables.
 GRAFANA_BUILTINS = {"__rate_interval": "1m", "__interval": "15s", "__range": "1h"}
@@ -207,14 +205,6 @@ def wait_for_scrape(prometheus: PrometheusServer, timeout: float = 30.0) -> None
 
 
 # -- what the docs and the dashboard say ---------------------------------------------------
-
-
-def documented_series() -> dict[str, tuple[str, set[str]]]:
-    """docs/metrics.md's tables: series name → (type, label names)."""
-    rows = re.findall(
-        r"^\| `(trade_engine_[a-z0-9_]+)` \| (\w+) \|([^|]*)\|", METRICS_DOC.read_text(), re.M
-    )
-    return {name: (kind, set(re.findall(r"`(\w+)`", labels))) for name, kind, labels in rows}
 
 
 def dashboard() -> dict[str, Any]:
