@@ -411,8 +411,56 @@ def test_dashboard_and_provisioning_are_well_formed():
     (source,) = datasource["datasources"]
     variable = next(v for v in board["templating"]["list"] if v["name"] == "datasource")
     assert (source["type"], source["uid"]) == (variable["query"], variable["current"]["value"])
+    # docker-compose's datasource (deploy/grafana/compose/) is the same one, on the compose network.
+    compose = yaml.safe_load(
+        (PROVISIONING.parent / "compose" / "datasources" / "prometheus.yaml").read_text()
+    )
+    (in_compose,) = compose["datasources"]
+    assert (in_compose["type"], in_compose["uid"]) == (source["type"], source["uid"])
     provider = yaml.safe_load((PROVISIONING / "dashboards" / "trade-engine.yaml").read_text())
     assert provider["providers"][0]["type"] == "file"
+
+
+def test_the_risk_state_panel_shows_halted_in_red(tmp_path):
+    """The stat panel's query, run by promtool over each risk state, gives the value its
+    value mappings name after that state; HALTED's is red."""
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.fail("`promtool` (Debian package prometheus) is missing: `make test` installs it")
+    board = dashboard()
+    by_title = {p["title"]: p for p in panels(board)}
+    stat, timeline = by_title["Risk state"], by_title["Risk state over time"]
+    assert timeline["targets"][0]["expr"] == stat["targets"][0]["expr"]
+    assert (
+        timeline["fieldConfig"]["defaults"]["mappings"]
+        == stat["fieldConfig"]["defaults"]["mappings"]
+    )
+    (mapping,) = stat["fieldConfig"]["defaults"]["mappings"]
+    assert mapping["type"] == "value"
+    value_of = {m["text"]: float(v) for v, m in mapping["options"].items()}
+    assert mapping["options"][str(int(value_of["HALTED"]))]["color"] == "red"
+    assert mapping["options"][str(int(value_of["ACTIVE"]))]["color"] == "green"
+
+    # One engine instance in each state, as the daemon serves it (1 for the current one).
+    states = ("ACTIVE", "REDUCING", "HALTED")
+    series = [
+        {
+            "series": f'trade_engine_risk_state{{job="{JOB}", instance="{current}", state="{s}"}}',
+            "values": "1" if s == current else "0",
+        }
+        for current in states
+        for s in states
+    ]
+    expected = [{"labels": f'{{instance="{s}"}}', "value": value_of[s]} for s in states]
+    query = with_variables(stat["targets"][0]["expr"], board)
+    check = {"expr": query, "eval_time": "0m", "exp_samples": expected}
+    case = {"interval": "1m", "input_series": series, "promql_expr_test": [check]}
+    tests = tmp_path / "panel.test.yml"
+    tests.write_text(yaml.safe_dump({"rule_files": [], "tests": [case]}))
+    run = subprocess.run(
+        [promtool, "test", "rules", str(tests)], capture_output=True, text=True, timeout=30
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
 
 
 def test_the_example_scrape_config_is_valid_for_prometheus():
