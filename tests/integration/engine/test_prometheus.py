@@ -38,6 +38,7 @@ pytestmark = pytest.mark.integration
 
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "trade-engine.json"
 PROVISIONING = ROOT / "deploy" / "grafana" / "provisioning"
+ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
 JOB = "trade-engine"
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 # What Grafana puts in place of its built-in interval variables.
@@ -327,6 +328,19 @@ def test_every_dashboard_expression_parses_in_prometheus(prometheus):
     assert prometheus.query("rate(trade_engine_bus_sequence[$__rate_interval])")["status"] == (
         "error"
     )
+
+
+def test_the_alert_rules_run_on_the_daemons_series(prometheus):
+    """Every expression of deploy/prometheus/alerts.yml evaluates on the real series; the
+    market-data age the stale alert compares is the time since the replay's last bar."""
+    wait_for_scrape(prometheus)
+    groups = yaml.safe_load(ALERTS.read_text())["groups"]
+    for rule in (r for group in groups for r in group["rules"]):
+        answer = prometheus.query(rule["expr"])
+        assert answer["status"] == "success", (rule["alert"], answer)
+    age = scalar(prometheus, "time() - trade_engine_market_last_bar_timestamp_seconds")
+    assert 0 <= age < 300  # the replay ended moments ago
+    assert not prometheus.vector(f'up{{job="{JOB}"}} == 0')  # TradeEngineDown's condition
 
 
 def test_the_dashboard_queries_only_series_that_exist_or_are_documented(daemon):
