@@ -10,12 +10,14 @@ CONFIG ?= config/engine.yaml
 PYTEST_ARGS ?=
 # The Prometheus integration test runs a real server: the Debian package `prometheus`.
 PROMETHEUS := $(or $(shell command -v prometheus),/usr/bin/prometheus)
+# deploy/docker-compose.yml is resolved by Debian's `docker-compose` (no Docker engine needed).
+DOCKER_COMPOSE := $(or $(shell command -v docker-compose),/usr/bin/docker-compose)
 
 .PHONY: help install run test soak lint format docs bench clean
 
 help:
 	@echo "make run    set up, then run the daemon on $(CONFIG) (Ctrl-C stops it)"
-	@echo "make test   set up (and apt-get install prometheus if missing), then lint and test"
+	@echo "make test   set up (apt-get install prometheus, docker-compose if missing), then lint and test"
 	@echo "make soak   the load tests make test leaves out (minutes: 1,000 slow clients, ...)"
 	@echo "make bench  set up (with the reference libraries), then run bench/ (BENCHES=bus ...)"
 	@echo "make docs   regenerate docs/configuration.md from the config models"
@@ -40,18 +42,19 @@ node_modules/.installed: package.json package-lock.json
 
 install: $(VENV)/.installed node_modules/.installed
 
-# A file target, so nothing runs when the binary is already there.
-$(PROMETHEUS):
-	@command -v apt-get >/dev/null || { echo "prometheus is missing and apt-get is not here:" \
-		"install Prometheus (https://prometheus.io/download/) and put it on PATH"; exit 1; }
+# File targets, so nothing runs when the binary is already there; the Debian package is
+# named as the binary.
+$(PROMETHEUS) $(DOCKER_COMPOSE):
+	@command -v apt-get >/dev/null || { echo "$(notdir $@) is missing and apt-get is not here:" \
+		"install it and put it on PATH"; exit 1; }
 	@if [ "$$(id -u)" = 0 ]; then sudo=; \
 	elif command -v sudo >/dev/null; then sudo=sudo; \
-	else echo "prometheus is missing and installing it needs root:" \
-		"run 'apt-get update && apt-get install prometheus' as root"; exit 1; fi; \
-	echo "installing the Debian package prometheus (for tests/integration/engine/test_prometheus.py)"; \
+	else echo "$(notdir $@) is missing and installing it needs root:" \
+		"run 'apt-get update && apt-get install $(notdir $@)' as root"; exit 1; fi; \
+	echo "installing the Debian package $(notdir $@) (for tests/integration)"; \
 	$$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq \
 	&& $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-		--no-install-recommends prometheus
+		--no-install-recommends $(notdir $@)
 
 run: install
 	exec $(BIN)/trade-engine run --config $(CONFIG)
@@ -61,7 +64,7 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports --no-cache --no-logo
 
-test: lint $(PROMETHEUS)
+test: lint $(PROMETHEUS) $(DOCKER_COMPOSE)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Opt-in: minutes of load each; run before calling an HTTP or hostile-input change done.

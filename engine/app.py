@@ -31,6 +31,7 @@ from engine.capabilities import (
 from engine.clock import Clock, LiveClock, SimulatedClock
 from engine.component import Component, ComponentContext, ComponentGraph, ComponentHealth
 from engine.config import EngineConfig, Secrets
+from engine.market_view import BusMarketView
 from engine.metrics import EngineMetrics
 from engine.registry import build_component
 
@@ -55,8 +56,11 @@ class Engine:
             default_backpressure=config.bus.backpressure,
             latency_sample_every=config.bus.latency_sample_every,
         )
-        self.metrics = EngineMetrics(self.bus, self.health)
-        self.context = ComponentContext(self.bus, self.clock, self.metrics.registry, secrets)
+        market = BusMarketView(self.bus)
+        self.metrics = EngineMetrics(self.bus, self.health, market)
+        self.context = ComponentContext(
+            self.bus, self.clock, self.metrics.registry, secrets, market_view=market
+        )
         self._started_monotonic = time.monotonic()
         components = [build_component(entry, self.context) for entry in config.enabled_components]
         self.api: HttpApi | None = None

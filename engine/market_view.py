@@ -75,6 +75,10 @@ class BusMarketView:
     def last_bar(self, symbol: str) -> Bar | None:
         return self._bars.get(symbol)
 
+    def symbols(self) -> list[str]:
+        """Every symbol a bar has been received for, sorted."""
+        return sorted(self._bars)
+
     def last_price(self, symbol: str) -> float | None:
         bar = self._bars.get(symbol)
         return None if bar is None else bar.close

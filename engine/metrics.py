@@ -31,6 +31,7 @@ from prometheus_client.registry import Collector
 from engine import __version__
 from engine.bus import EventBus
 from engine.component import ComponentHealth, ComponentState
+from engine.market_view import BusMarketView
 
 # Counters and histograms made with prometheus_client's classes (the prediction API's)
 # would each add a `_created` gauge family: noise that Prometheus conventions do not ask for.
@@ -130,16 +131,45 @@ class ComponentCollector(Collector):
         yield family
 
 
-class EngineMetrics:
-    """The daemon's registry: process, bus and component metrics, plus build info."""
+class MarketCollector(Collector):
+    """When the last bar of each symbol arrived: what a "market data stale" alert reads.
 
-    def __init__(self, bus: EventBus, health: Callable[[], list[ComponentHealth]]) -> None:
+    A timestamp, not an age, so the alert measures it against Prometheus's own clock
+    (``time() - …``) and still sees the age grow if the daemon stops being scraped.
+    """
+
+    def __init__(self, market: BusMarketView) -> None:
+        self.market = market
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            f"{NAMESPACE}_market_last_bar_timestamp_seconds",
+            "Engine-clock time the symbol's last bar was received (ts_init), in Unix seconds.",
+            labels=["symbol"],
+        )
+        for symbol in self.market.symbols():
+            received = self.market.last_bar_time_ns(symbol)
+            if received is not None:
+                family.add_metric([symbol], received / 1e9)
+        yield family
+
+
+class EngineMetrics:
+    """The daemon's registry: process, bus, component and market metrics, plus build info."""
+
+    def __init__(
+        self,
+        bus: EventBus,
+        health: Callable[[], list[ComponentHealth]],
+        market: BusMarketView,
+    ) -> None:
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
         GCCollector(registry=self.registry)
         self.registry.register(BusCollector(bus))
         self.registry.register(ComponentCollector(health))
+        self.registry.register(MarketCollector(market))
         build = Gauge(
             f"{NAMESPACE}_build_info",
             "Always 1; labels carry the engine and Python versions.",

@@ -36,7 +36,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args
 
 import pandas as pd
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -281,7 +281,11 @@ class RetrainSupervisor(Component):
         self.shadow_model: ServingModel | None = None  # the challenger, or the previous
         self.canary_bars = 0
         self.size_fraction = 1.0
-        self.retrains: dict[tuple[str, str], int] = {}  # (trigger, outcome) → count
+        # (trigger, outcome) → count, every pair at 0 from the start: an alert's
+        # increase() sees the first failure only if the series existed before it.
+        self.retrains: dict[tuple[str, str], int] = {
+            (trigger, outcome): 0 for trigger in get_args(Trigger) for outcome in OUTCOMES
+        }
         self.promotions = {"promoted": 0, "rejected": 0, "operator": 0}
         self.rollbacks = 0
         self.last_decision: dict[str, Any] | None = None
@@ -880,7 +884,7 @@ class RetrainSupervisor(Component):
             "champion_rolling_accuracy": self.watch.rolling_accuracy,
             "next_schedule": _iso(self._next_schedule) if self._next_schedule > 0 else None,
             "cooldown_until": _iso(self._cool_until) if self._cool_until else None,
-            "retrains": {f"{t}/{o}": n for (t, o), n in sorted(self.retrains.items())},
+            "retrains": {f"{t}/{o}": n for (t, o), n in sorted(self.retrains.items()) if n},
             "promotions": dict(self.promotions),
             "rollbacks": self.rollbacks,
             "last_decision": self.last_decision,

@@ -175,6 +175,7 @@ class UniswapV2Executor(Component):
                 self.name,
                 self.stats,
                 pending=self.pending_count,
+                oldest_pending=self.oldest_pending_seconds,
                 resyncs=lambda: self.nonces.resyncs if self.signer else 0,
                 failed_polls=lambda: self.receipts.failed_polls if self.signer else 0,
             )
@@ -392,6 +393,15 @@ class UniswapV2Executor(Component):
     def pending_count(self) -> int:
         return sum(1 for o in self.orders.values() if o.status is OrderStatus.PENDING)
 
+    def oldest_pending_seconds(self) -> float:
+        """How long the longest-PENDING order has been PENDING in this process; 0 if none."""
+        since = [
+            o.pending_since
+            for o in self.orders.values()
+            if o.status is OrderStatus.PENDING and o.pending_since is not None
+        ]
+        return time.monotonic() - min(since) if since else 0.0
+
     def _update_health(self) -> None:
         """DEGRADED while the node does not answer or orders are PENDING (receipts not
         arriving), RUNNING again after: /ready shows whether the chain is reachable."""
@@ -467,7 +477,7 @@ class UniswapV2Executor(Component):
             if order.sent and order.status not in TERMINAL:
                 # Sent: it may still be mined, so it is never reported failed here; it
                 # stays PENDING (DEGRADED health) until reconcile settles it.
-                order.status = OrderStatus.PENDING
+                order.mark_pending()
                 self._update_health()
                 return
             await self._fail(order, OrderFailReason.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
@@ -726,7 +736,7 @@ class UniswapV2Executor(Component):
         s = self.settings
         receipt = await self._wait_receipt(order, s.receipt_timeout_seconds)
         if receipt is None:
-            order.status = OrderStatus.PENDING
+            order.mark_pending()
             self.log.warning(
                 "order.pending", order_id=order.order_id, nonce=order.nonce, tx=order.tx_hashes
             )

@@ -48,12 +48,14 @@ class ExecutorCollector(Collector):
         component: str,
         stats: ExecutorStats,
         pending: Callable[[], int],
+        oldest_pending: Callable[[], float],
         resyncs: Callable[[], int],
         failed_polls: Callable[[], int],
     ) -> None:
         self.component = component
         self.stats = stats
         self.pending = pending
+        self.oldest_pending = oldest_pending
         self.resyncs = resyncs
         self.failed_polls = failed_polls
 
@@ -84,6 +86,13 @@ class ExecutorCollector(Collector):
         )
         pending.add_metric(c, self.pending())
         yield pending
+        oldest = GaugeMetricFamily(
+            f"{PREFIX}_oldest_pending_seconds",
+            "How long the longest-PENDING order has been PENDING; 0 when none is.",
+            labels=["component"],
+        )
+        oldest.add_metric(c, self.oldest_pending())
+        yield oldest
         for name, doc, value in (
             (
                 "nonce_resyncs",

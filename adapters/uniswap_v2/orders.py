@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -38,3 +39,14 @@ class TrackedOrder:
     tx_hashes: list[str] = field(default_factory=list)
     reason: str = ""
     can_replace: bool = True
+    pending_since: float | None = None  # time.monotonic() when it became PENDING
+
+    def __post_init__(self) -> None:
+        if self.status is OrderStatus.PENDING:
+            self.mark_pending()
+
+    def mark_pending(self) -> None:
+        """PENDING from now (the first time only): its age is what an alert watches."""
+        self.status = OrderStatus.PENDING
+        if self.pending_since is None:
+            self.pending_since = time.monotonic()

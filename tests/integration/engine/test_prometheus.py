@@ -13,7 +13,6 @@ structurally, and every PromQL expression in it is parsed by the real Prometheus
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import signal
 import subprocess
@@ -30,6 +29,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.metrics_docs import METRIC_NAME, documented_series
 from tests.paper_support import paper_config, shared_small_model
 from tests.paths import ROOT
 from tests.processes import EngineProcess, free_port
@@ -38,9 +38,8 @@ pytestmark = pytest.mark.integration
 
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "trade-engine.json"
 PROVISIONING = ROOT / "deploy" / "grafana" / "provisioning"
-METRICS_DOC = ROOT / "docs" / "metrics.md"
+ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
 JOB = "trade-engine"
-METRIC_NAME = re.compile(r"\btrade_engine_[a-z0-9_]+")
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 # What Grafana puts in place of its built-in interval variables.
 GRAFANA_BUILTINS = {"__rate_interval": "1m", "__interval": "15s", "__range": "1h"}
@@ -209,14 +208,6 @@ def wait_for_scrape(prometheus: PrometheusServer, timeout: float = 30.0) -> None
 # -- what the docs and the dashboard say ---------------------------------------------------
 
 
-def documented_series() -> dict[str, tuple[str, set[str]]]:
-    """docs/metrics.md's tables: series name → (type, label names)."""
-    rows = re.findall(
-        r"^\| `(trade_engine_[a-z0-9_]+)` \| (\w+) \|([^|]*)\|", METRICS_DOC.read_text(), re.M
-    )
-    return {name: (kind, set(re.findall(r"`(\w+)`", labels))) for name, kind, labels in rows}
-
-
 def dashboard() -> dict[str, Any]:
     return json.loads(DASHBOARD.read_text())
 
@@ -339,6 +330,19 @@ def test_every_dashboard_expression_parses_in_prometheus(prometheus):
     )
 
 
+def test_the_alert_rules_run_on_the_daemons_series(prometheus):
+    """Every expression of deploy/prometheus/alerts.yml evaluates on the real series; the
+    market-data age the stale alert compares is the time since the replay's last bar."""
+    wait_for_scrape(prometheus)
+    groups = yaml.safe_load(ALERTS.read_text())["groups"]
+    for rule in (r for group in groups for r in group["rules"]):
+        answer = prometheus.query(rule["expr"])
+        assert answer["status"] == "success", (rule["alert"], answer)
+    age = scalar(prometheus, "time() - trade_engine_market_last_bar_timestamp_seconds")
+    assert 0 <= age < 300  # the replay ended moments ago
+    assert not prometheus.vector(f'up{{job="{JOB}"}} == 0')  # TradeEngineDown's condition
+
+
 def test_the_dashboard_queries_only_series_that_exist_or_are_documented(daemon):
     served = {
         sample.name
@@ -421,8 +425,56 @@ def test_dashboard_and_provisioning_are_well_formed():
     (source,) = datasource["datasources"]
     variable = next(v for v in board["templating"]["list"] if v["name"] == "datasource")
     assert (source["type"], source["uid"]) == (variable["query"], variable["current"]["value"])
+    # docker-compose's datasource (deploy/grafana/compose/) is the same one, on the compose network.
+    compose = yaml.safe_load(
+        (PROVISIONING.parent / "compose" / "datasources" / "prometheus.yaml").read_text()
+    )
+    (in_compose,) = compose["datasources"]
+    assert (in_compose["type"], in_compose["uid"]) == (source["type"], source["uid"])
     provider = yaml.safe_load((PROVISIONING / "dashboards" / "trade-engine.yaml").read_text())
     assert provider["providers"][0]["type"] == "file"
+
+
+def test_the_risk_state_panel_shows_halted_in_red(tmp_path):
+    """The stat panel's query, run by promtool over each risk state, gives the value its
+    value mappings name after that state; HALTED's is red."""
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.fail("`promtool` (Debian package prometheus) is missing: `make test` installs it")
+    board = dashboard()
+    by_title = {p["title"]: p for p in panels(board)}
+    stat, timeline = by_title["Risk state"], by_title["Risk state over time"]
+    assert timeline["targets"][0]["expr"] == stat["targets"][0]["expr"]
+    assert (
+        timeline["fieldConfig"]["defaults"]["mappings"]
+        == stat["fieldConfig"]["defaults"]["mappings"]
+    )
+    (mapping,) = stat["fieldConfig"]["defaults"]["mappings"]
+    assert mapping["type"] == "value"
+    value_of = {m["text"]: float(v) for v, m in mapping["options"].items()}
+    assert mapping["options"][str(int(value_of["HALTED"]))]["color"] == "red"
+    assert mapping["options"][str(int(value_of["ACTIVE"]))]["color"] == "green"
+
+    # One engine instance in each state, as the daemon serves it (1 for the current one).
+    states = ("ACTIVE", "REDUCING", "HALTED")
+    series = [
+        {
+            "series": f'trade_engine_risk_state{{job="{JOB}", instance="{current}", state="{s}"}}',
+            "values": "1" if s == current else "0",
+        }
+        for current in states
+        for s in states
+    ]
+    expected = [{"labels": f'{{instance="{s}"}}', "value": value_of[s]} for s in states]
+    query = with_variables(stat["targets"][0]["expr"], board)
+    check = {"expr": query, "eval_time": "0m", "exp_samples": expected}
+    case = {"interval": "1m", "input_series": series, "promql_expr_test": [check]}
+    tests = tmp_path / "panel.test.yml"
+    tests.write_text(yaml.safe_dump({"rule_files": [], "tests": [case]}))
+    run = subprocess.run(
+        [promtool, "test", "rules", str(tests)], capture_output=True, text=True, timeout=30
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
 
 
 def test_the_example_scrape_config_is_valid_for_prometheus():

@@ -98,6 +98,8 @@ async def test_rpc_outage_while_swap_in_flight_goes_pending_then_fills_exactly_o
         assert not harness.recorder.of(OrderFailed)
         assert harness.executor.state == "DEGRADED"
         assert metric(harness, "trade_engine_dex_orders_pending") == 1
+        # PENDING since before the 1 s sleep: the age the "pending too long" alert reads.
+        assert metric(harness, "trade_engine_dex_oldest_pending_seconds") >= 1.0
     finally:
         own_chain.anvil.resume()
     await asyncio.to_thread(own_chain.anvil.rpc, "evm_mine")
@@ -111,6 +113,7 @@ async def test_rpc_outage_while_swap_in_flight_goes_pending_then_fills_exactly_o
     assert harness.executor.order_status(request.order_id) is OrderStatus.FILLED
     assert harness.executor.state == "RUNNING"
     assert metric(harness, "trade_engine_dex_orders_pending") == 0
+    assert metric(harness, "trade_engine_dex_oldest_pending_seconds") == 0
     assert metric(harness, "trade_engine_dex_receipt_poll_failures_total") > 0
 
 
